@@ -1,0 +1,37 @@
+"""Pricing, in integers, mirroring the contract exactly.
+
+A winning provider is paid ``price × units`` where ``units`` is the agreed usage
+for deterministic jobs and the lower median of the winners' usages otherwise,
+capped by the job's ``max_units``. A property test proves this agrees with the
+contract for random inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from chain_scheduler._model import Wei
+
+
+def lower_median(values: Sequence[int]) -> int:
+    """The lower median: element ``(n - 1) // 2`` of the sorted values."""
+    if not values:
+        raise ValueError("median of no values")
+    return sorted(values)[(len(values) - 1) // 2]
+
+
+def paid_units(usages: Sequence[int], *, deterministic: bool, max_units: int) -> int:
+    """Units each winner is paid for, given the winners' revealed usages."""
+    units = usages[0] if deterministic else lower_median(usages)
+    return min(units, max_units)
+
+
+def payment(price: int, units: int) -> Wei:
+    """Pay for one winner: price per unit (wei) times units."""
+    return Wei(price * units)
+
+
+def pool_shares(pool: int, winners: int) -> tuple[Wei, Wei]:
+    """Split slashed collateral: (each winner's share, the client's share incl. dust)."""
+    share = pool // (winners + 1)
+    return Wei(share), Wei(pool - share * winners)

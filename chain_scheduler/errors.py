@@ -1,0 +1,418 @@
+"""Exceptions of the chain_scheduler package.
+
+Every contract revert is decoded (in :mod:`chain_scheduler._revert`) into one of
+the classes below, carrying the custom error's fields as attributes. Messages say
+what to do next.
+
+    ChainSchedulerError
+    ├── SpecError                    a job spec that does not validate
+    ├── ChainUnavailable             the RPC node cannot be reached
+    ├── TransactionFailed            reverted with no decodable reason, or never mined
+    └── ContractError                a decoded custom error from the contract
+        ├── TermsError               postJob refused the terms
+        │     BadReplication, ClassMismatch, DestructiveReplicated, BadAudit, BadTerm,
+        │     SpecMismatch, WrongEscrow, UnknownParent
+        ├── JobStateError            the job is not where the call needs it
+        │     UnknownJob, TermsMismatch, WrongStatus, DeadlinePassed, DeadlineNotReached,
+        │     BidWindowOpen, SlotsNotFilled, NotCancellable, NotChallengeable,
+        │     ParentNotFinalized, ParentNotFailed
+        ├── ProviderError            the provider cannot do this
+        │     NotRegistered, AlreadyRegistered, MissingCapabilities, InsufficientStake,
+        │     Unbonding, StakeLocked, AlreadyInJob, PriceTooHigh, BidNotCompetitive,
+        │     NotSlotHolder, WrongSlotState, CommitmentMismatch
+        ├── AccessError              only the client may do this: NotClient
+        └── PaymentError             WrongBond, NothingToWithdraw, TransferFailed,
+                                     ReentrantCall, ZeroAmount, AmountTooLarge
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class ChainSchedulerError(Exception):
+    """Root of every error this package raises."""
+
+
+class SpecError(ChainSchedulerError):
+    """A job spec that does not parse or validate."""
+
+
+class ChainUnavailable(ChainSchedulerError):
+    """The Ethereum RPC node did not answer."""
+
+
+class TransactionFailed(ChainSchedulerError):
+    """A transaction reverted without a reason we could decode, or was never mined."""
+
+    def __init__(self, message: str, *, tx_hash: str | None = None) -> None:
+        super().__init__(message)
+        self.tx_hash = tx_hash
+
+
+class ContractError(ChainSchedulerError):
+    """A custom error raised by the ChainScheduler contract.
+
+    Attributes:
+        error_name: The Solidity error name without the ``ChainScheduler`` prefix.
+        fields: The error's arguments by name (also set as attributes).
+    """
+
+    error_name: ClassVar[str] = ""
+    template: ClassVar[str] = "{error_name}{fields}"
+
+    def __init__(self, **fields: Any) -> None:
+        self.fields = fields
+        for name, value in fields.items():
+            setattr(self, name, value)
+        try:
+            message = self.template.format(error_name=self.error_name, fields=fields, **fields)
+        except (KeyError, IndexError, ValueError):
+            message = f"{self.error_name}{fields}"
+        super().__init__(message)
+
+
+class TermsError(ContractError):
+    """postJob refused the job's terms."""
+
+
+class JobStateError(ContractError):
+    """The job is not in the state the call needs."""
+
+
+class ProviderError(ContractError):
+    """The provider cannot take this action."""
+
+
+class AccessError(ContractError):
+    """Only another party may take this action."""
+
+
+class PaymentError(ContractError):
+    """Money could not move as asked."""
+
+
+# ------------------------------------------------------------------ terms
+
+
+class BadReplication(TermsError):
+    error_name = "BadReplication"
+    template = "k={k} m={m} is impossible: use 1 <= k <= 16 and k/2 < m <= k."
+
+
+class ClassMismatch(TermsError):
+    error_name = "ClassMismatch"
+    template = (
+        "Executor {executor} cannot run safety class {safety}: Wasm jobs are deterministic, "
+        "Docker jobs nondestructive or destructive."
+    )
+
+
+class DestructiveReplicated(TermsError):
+    error_name = "DestructiveReplicated"
+    template = (
+        "A destructive job runs exactly once: use k=1, m=1, no verifiers, no audit "
+        "(got k={k}, verifiers={verifiers}, audit_bps={auditBps})."
+    )
+
+
+class BadAudit(TermsError):
+    error_name = "BadAudit"
+    template = "Audit probability {auditBps} bps needs <= 10000 bps and verifiers > 0 (got {verifiers})."
+
+
+class BadTerm(TermsError):
+    error_name = "BadTerm"
+    FIELDS: ClassVar[tuple[str, ...]] = (
+        "max_price must be > 0",
+        "max_units must be > 0",
+        "fill_timeout must be > 0",
+        "exec_timeout must be > 0",
+        "reveal_window must be > 0",
+        "bid_window must be shorter than fill_timeout",
+        "verifiers must be at most 15",
+        "terms.client must be the sender",
+        "a job may name at most 8 parents",
+    )
+
+    def __init__(self, **fields: Any) -> None:
+        super().__init__(**fields)
+        index = int(fields.get("field", -1))
+        if 0 <= index < len(self.FIELDS):
+            self.args = (f"Invalid job terms: {self.FIELDS[index]}.",)
+
+
+class SpecMismatch(TermsError):
+    error_name = "SpecMismatch"
+    template = "terms.spec_digest does not hash the spec CID sent; build terms with JobTerms.create."
+
+
+class WrongEscrow(TermsError):
+    error_name = "WrongEscrow"
+    template = "The job needs an escrow of {expected} wei, {sent} was sent (see escrowFor)."
+
+
+class UnknownParent(TermsError):
+    error_name = "UnknownParent"
+    template = "Parent job {parent} does not exist. See: chainsched job list"
+
+
+# -------------------------------------------------------------- job state
+
+
+class UnknownJob(JobStateError):
+    error_name = "UnknownJob"
+    template = "Job {jobId} does not exist. See: chainsched job list"
+
+
+class TermsMismatch(JobStateError):
+    error_name = "TermsMismatch"
+    template = (
+        "The terms sent are not job {jobId}'s (a reorg, or the wrong job): re-read them from "
+        "its JobPosted event. See: chainsched job status {jobId}"
+    )
+
+
+class WrongStatus(JobStateError):
+    error_name = "WrongStatus"
+
+    def __init__(self, **fields: Any) -> None:
+        from chain_scheduler._model import JobStatus
+
+        for key in ("expected", "actual"):
+            if key in fields:
+                fields[key] = JobStatus(fields[key])
+        super().__init__(**fields)
+        self.args = (
+            f"Job {fields.get('jobId')} is {fields['actual'].name.title()}, expected "
+            f"{fields['expected'].name.title()}. See: chainsched job status {fields.get('jobId')}",
+        )
+
+
+class DeadlinePassed(JobStateError):
+    error_name = "DeadlinePassed"
+    template = (
+        "Job {jobId}'s phase deadline ({deadline}) has passed (now {now_}); anyone may call "
+        "timeout. See: chainsched job status {jobId}"
+    )
+
+
+class DeadlineNotReached(JobStateError):
+    error_name = "DeadlineNotReached"
+    template = "Job {jobId}'s phase deadline ({deadline}) is not reached yet (now {now_}); wait."
+
+
+class BidWindowOpen(JobStateError):
+    error_name = "BidWindowOpen"
+    template = "Job {jobId}'s bid window is open until {windowEnd}; close bidding after it."
+
+
+class SlotsNotFilled(JobStateError):
+    error_name = "SlotsNotFilled"
+    template = "Job {jobId} has {filled} of {needed} slots filled; wait for more bids or the fill timeout."
+
+
+class NotCancellable(JobStateError):
+    error_name = "NotCancellable"
+    template = "Job {jobId} can no longer be cancelled: providers hold its slots. See: chainsched job status {jobId}"
+
+
+class NotChallengeable(JobStateError):
+    error_name = "NotChallengeable"
+    template = "Job {jobId} cannot be challenged: it has no verifier budget left (or no verifiers)."
+
+
+class ParentNotFinalized(JobStateError):
+    error_name = "ParentNotFinalized"
+
+    def __init__(self, **fields: Any) -> None:
+        from chain_scheduler._model import JobStatus
+
+        fields["status"] = JobStatus(fields["status"])
+        super().__init__(**fields)
+        self.args = (
+            f"Job {fields['jobId']} waits for parent {fields['parent']}, which is "
+            f"{fields['status'].name.title()}, not Finalized.",
+        )
+
+
+class ParentNotFailed(JobStateError):
+    error_name = "ParentNotFailed"
+
+    def __init__(self, **fields: Any) -> None:
+        from chain_scheduler._model import JobStatus
+
+        fields["status"] = JobStatus(fields["status"])
+        super().__init__(**fields)
+        self.args = (
+            f"Parent {fields['parent']} of job {fields['jobId']} is {fields['status'].name.title()}, "
+            "not Failed or Cancelled; the child cannot be cancelled for it.",
+        )
+
+
+# --------------------------------------------------------------- provider
+
+
+class NotRegistered(ProviderError):
+    error_name = "NotRegistered"
+    template = "{provider} is not a registered provider. See: chainsched provider register"
+
+
+class AlreadyRegistered(ProviderError):
+    error_name = "AlreadyRegistered"
+    template = "{provider} is already registered; add stake with: chainsched provider stake"
+
+
+class MissingCapabilities(ProviderError):
+    error_name = "MissingCapabilities"
+    template = "{provider} has capabilities {have:#b}, the job needs {required:#b}."
+
+
+class InsufficientStake(ProviderError):
+    error_name = "InsufficientStake"
+    template = "{provider} has {free} wei free stake, {required} is needed; add stake first."
+
+
+class Unbonding(ProviderError):
+    error_name = "Unbonding"
+    template = "{provider} is unbonding and takes no new work; add stake to resume."
+
+
+class StakeLocked(ProviderError):
+    error_name = "StakeLocked"
+    template = (
+        "{provider}'s stake cannot be withdrawn yet (unbonding until {unlockAt}, {locked} wei "
+        "locked in jobs); begin unbonding and wait for its jobs to settle."
+    )
+
+
+class AlreadyInJob(ProviderError):
+    error_name = "AlreadyInJob"
+    template = "{provider} already holds a slot in job {jobId}; verifiers must be fresh providers."
+
+
+class PriceTooHigh(ProviderError):
+    error_name = "PriceTooHigh"
+    template = "Bid {price} wei/unit is above the job's max price {maxPrice}."
+
+
+class BidNotCompetitive(ProviderError):
+    error_name = "BidNotCompetitive"
+    template = "Bid {price} wei/unit does not beat the dearest kept bid ({dearest}), or bidding is over."
+
+
+class NotSlotHolder(ProviderError):
+    error_name = "NotSlotHolder"
+    template = "{caller} does not hold slot {slot} of job {jobId}."
+
+
+class WrongSlotState(ProviderError):
+    error_name = "WrongSlotState"
+
+    def __init__(self, **fields: Any) -> None:
+        from chain_scheduler._model import SlotState
+
+        for key in ("expected", "actual"):
+            fields[key] = SlotState(fields[key])
+        super().__init__(**fields)
+        self.args = (
+            f"Slot {fields['slot']} of job {fields['jobId']} is {fields['actual'].name.title()}, "
+            f"expected {fields['expected'].name.title()}.",
+        )
+
+
+class CommitmentMismatch(ProviderError):
+    error_name = "CommitmentMismatch"
+    template = (
+        "The reveal does not open slot {slot}'s commitment in job {jobId}: the result, usage "
+        "or salt differ from what was committed."
+    )
+
+
+# ----------------------------------------------------------------- access
+
+
+class NotClient(AccessError):
+    error_name = "NotClient"
+    template = "Only job {jobId}'s client may do this ({caller} is not)."
+
+
+# ---------------------------------------------------------------- payment
+
+
+class WrongBond(PaymentError):
+    error_name = "WrongBond"
+    template = "A challenge needs a bond of {expected} wei (the slot collateral); {sent} was sent."
+
+
+class NothingToWithdraw(PaymentError):
+    error_name = "NothingToWithdraw"
+    template = "{account} has no credit to withdraw."
+
+
+class TransferFailed(PaymentError):
+    error_name = "TransferFailed"
+    template = (
+        "Sending {amount} wei to {account} failed; its credit is kept. Withdraw from an account that accepts ether."
+    )
+
+
+class ReentrantCall(PaymentError):
+    error_name = "ReentrantCall"
+    template = "withdraw was re-entered; refused."
+
+
+class ZeroAmount(PaymentError):
+    error_name = "ZeroAmount"
+    template = "The amount must be positive."
+
+
+class AmountTooLarge(PaymentError):
+    error_name = "AmountTooLarge"
+    template = "{amount} wei does not fit a stake (2**96 - 1 at most)."
+
+
+#: Every contract error class by Solidity name (without the ``ChainScheduler`` prefix).
+CONTRACT_ERRORS: dict[str, type[ContractError]] = {
+    cls.error_name: cls
+    for cls in (
+        BadReplication,
+        ClassMismatch,
+        DestructiveReplicated,
+        BadAudit,
+        BadTerm,
+        SpecMismatch,
+        WrongEscrow,
+        UnknownParent,
+        UnknownJob,
+        TermsMismatch,
+        WrongStatus,
+        DeadlinePassed,
+        DeadlineNotReached,
+        BidWindowOpen,
+        SlotsNotFilled,
+        NotCancellable,
+        NotChallengeable,
+        ParentNotFinalized,
+        ParentNotFailed,
+        NotRegistered,
+        AlreadyRegistered,
+        MissingCapabilities,
+        InsufficientStake,
+        Unbonding,
+        StakeLocked,
+        AlreadyInJob,
+        PriceTooHigh,
+        BidNotCompetitive,
+        NotSlotHolder,
+        WrongSlotState,
+        CommitmentMismatch,
+        NotClient,
+        WrongBond,
+        NothingToWithdraw,
+        TransferFailed,
+        ReentrantCall,
+        ZeroAmount,
+        AmountTooLarge,
+    )
+}

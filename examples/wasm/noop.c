@@ -1,0 +1,2 @@
+/* The trivial job: does nothing, so a run measures the executor's overhead. */
+int main(void) { return 0; }
