@@ -37,6 +37,7 @@ from chain_scheduler._model import (
     Wei,
 )
 from chain_scheduler._revert import decode_revert
+from chain_scheduler._sender import TxSender
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +98,9 @@ class Market:
             ``LocalAccount`` holding a private key.
         gas: Gas limit per transaction; None estimates each one.
         receipt_timeout: Seconds to wait for a receipt.
+        sender: Sends every transaction (local nonces, journal, replacement of stuck
+            ones, its own receipt timeout); it must hold ``account``'s key. None sends
+            directly.
     """
 
     def __init__(
@@ -107,11 +111,15 @@ class Market:
         account: str | LocalAccount,
         gas: int | None = DEFAULT_GAS,
         receipt_timeout: float = 120.0,
+        sender: TxSender | None = None,
     ) -> None:
         self.w3 = w3
         self.address = to_checksum_address(address)
         self._signer = account if isinstance(account, LocalAccount) else None
         self.account = to_checksum_address(account.address if isinstance(account, LocalAccount) else account)
+        if sender is not None and sender.address != self.account:
+            raise ValueError(f"The sender signs for {sender.address}, not for {self.account}: pass the same account.")
+        self._sender = sender
         self.gas = gas
         self.receipt_timeout = receipt_timeout
         self.contract: Contract = w3.eth.contract(address=self.address, abi=abi())
@@ -132,6 +140,7 @@ class Market:
         account: str | LocalAccount,
         unbonding_delay: int = 3600,
         gas: int | None = DEFAULT_GAS,
+        sender: TxSender | None = None,
     ) -> Market:
         """Deploy a fresh contract and return its binding for ``account``."""
         factory = w3.eth.contract(abi=abi(), bytecode=bytecode())
@@ -141,13 +150,19 @@ class Market:
         probe.account = to_checksum_address(account.address if isinstance(account, LocalAccount) else account)
         probe.gas = None
         probe.receipt_timeout = 120.0
+        probe._sender = sender
         receipt = probe._send_raw(factory.constructor(unbonding_delay), value=0, gas=6_000_000)
-        return cls(w3=w3, address=receipt["contractAddress"], account=account, gas=gas)
+        return cls(w3=w3, address=receipt["contractAddress"], account=account, gas=gas, sender=sender)
 
-    def with_account(self, account: str | LocalAccount) -> Market:
+    def with_account(self, account: str | LocalAccount, *, sender: TxSender | None = None) -> Market:
         """The same contract, sending from another account (shares the terms cache)."""
         other = Market(
-            w3=self.w3, address=self.address, account=account, gas=self.gas, receipt_timeout=self.receipt_timeout
+            w3=self.w3,
+            address=self.address,
+            account=account,
+            gas=self.gas,
+            receipt_timeout=self.receipt_timeout,
+            sender=sender,
         )
         other._terms = self._terms
         return other
@@ -185,7 +200,9 @@ class Market:
 
     def slots(self, job_id: int, terms: JobTerms) -> list[Slot]:
         """Every slot the job may use (main, audit, verifiers)."""
-        return [self.slot(job_id, i) for i in range(terms.slot_count)]
+        # Indexes: main 0..k-1, audit k, verifiers k+1..k+verifiers. The audit index is
+        # reserved even when the job has no audit, so the range is not terms.slot_count.
+        return [self.slot(job_id, i) for i in range(terms.k + 1 + terms.verifiers)]
 
     def provider(self, address: str) -> Provider:
         raw = self._call(self.contract.functions.getProvider(to_checksum_address(address)))
@@ -389,6 +406,8 @@ class Market:
         params: dict[str, Any] = {"from": self.account, "value": value}
         if gas is not None:
             params["gas"] = gas
+        if self._sender is not None:
+            return self._send_via_sender(fn, params)
         try:
             if self._signer is None:
                 tx_hash = self._rpc(lambda: fn.transact(params))
@@ -416,12 +435,34 @@ class Market:
             raise self._explain_failure(fn, params, receipt)
         return receipt
 
+    def _send_via_sender(self, fn: Any, params: dict[str, Any]) -> Any:
+        """Build the transaction here, let the sender sign, journal, send and await it."""
+        assert self._sender is not None
+        # The sender sets nonce, fees and chain id; these placeholders only stop
+        # build_transaction from asking the node for values that are replaced anyway.
+        template = {**params, "maxFeePerGas": 0, "maxPriorityFeePerGas": 0, "chainId": 0, "nonce": 0}
+        try:
+            tx = self._rpc(lambda: fn.build_transaction(template))
+        except errors.ChainSchedulerError:
+            raise
+        except Exception as exc:
+            decoded = decode_revert(exc)
+            if decoded is None:
+                raise
+            raise decoded from exc
+        receipt = self._sender.send(dict(tx), label=_label(fn))
+        if receipt["status"] != 1:
+            raise self._explain_failure(fn, params, receipt)
+        return receipt
+
     def _explain_failure(self, fn: Any, params: dict[str, Any], receipt: Any) -> errors.ChainSchedulerError:
-        """Replay a failed transaction as a call on the state before it to decode why."""
+        """Replay a failed transaction as a call to decode why it reverted."""
         tx_hash = HexBytes(receipt["transactionHash"]).to_0x_hex()
         call_params = {k: v for k, v in params.items() if k in ("from", "value", "gas")}
         try:
-            fn.call(call_params, block_identifier=int(receipt["blockNumber"]) - 1)
+            # On the state after the failed transaction's own block: its changes were
+            # reverted, and the block's timestamp is the one its deadline checks saw.
+            fn.call(call_params, block_identifier=int(receipt["blockNumber"]))
         except Exception as exc:  # noqa: BLE001 - any failure is the explanation we want
             decoded = decode_revert(exc)
             if decoded is not None:
@@ -442,6 +483,18 @@ class Market:
                 f"The Ethereum node did not answer ({exc.__class__.__name__}: {exc}). "
                 "Is it running? See: chainsched devnet status"
             ) from exc
+
+
+def _label(fn: Any) -> str:
+    """``"commit job_id=7"``: what a transaction does, for the sender's log and journal."""
+    name = getattr(fn, "fn_name", None)
+    if name is None:
+        return "deploy"
+    inputs = (getattr(fn, "abi", None) or {}).get("inputs") or []
+    args = getattr(fn, "args", None) or ()
+    if inputs and args and inputs[0].get("name") == "jobId":
+        return f"{name} job_id={args[0]}"
+    return str(name)
 
 
 def _plain(value: Any) -> Any:

@@ -6,7 +6,9 @@ what to do next.
 
     ChainSchedulerError
     ├── SpecError                    a job spec that does not validate
+    ├── ParentNotReady               a parent job's result is not accepted (yet, or ever)
     ├── ChainUnavailable             the RPC node cannot be reached
+    ├── OutOfFunds                   the sending account cannot pay for gas and value
     ├── TransactionFailed            reverted with no decodable reason, or never mined
     └── ContractError                a decoded custom error from the contract
         ├── TermsError               postJob refused the terms
@@ -38,8 +40,69 @@ class SpecError(ChainSchedulerError):
     """A job spec that does not parse or validate."""
 
 
+class ParentNotReady(ChainSchedulerError):
+    """A parent job has no accepted result to use as an input.
+
+    Attributes:
+        job_id: The parent job.
+        status: Its status (a ``JobStatus``).
+        final: True when it never will have one (Failed or Cancelled).
+    """
+
+    def __init__(self, *, job_id: int, status: int) -> None:
+        from chain_scheduler._model import JobStatus
+
+        self.job_id = job_id
+        self.status = JobStatus(status)
+        self.final = self.status in (JobStatus.FAILED, JobStatus.CANCELLED)
+        name = self.status.name.title()
+        if self.final:
+            message = (
+                f"Parent job {job_id} is {name}: it has no result and never will. "
+                "Anyone may cancel its children for a refund (cancelOrphan)."
+            )
+        else:
+            message = (
+                f"Parent job {job_id} is {name}, not Finalized: its result is not accepted yet. "
+                f"Wait for it. See: chainsched job status {job_id}"
+            )
+        super().__init__(message)
+
+
 class ChainUnavailable(ChainSchedulerError):
     """The Ethereum RPC node did not answer."""
+
+
+class OutOfFunds(ChainSchedulerError):
+    """The sending account cannot pay a transaction's gas and value.
+
+    Attributes:
+        account: The account's address.
+        needed: Wei the transaction may cost (gas × fee per gas + value).
+        balance: The account's balance in wei (None when it could not be read).
+    """
+
+    def __init__(
+        self,
+        *,
+        account: str,
+        needed: int,
+        balance: int | None,
+        gas: int = 0,
+        fee_per_gas: int = 0,
+        value: int = 0,
+        label: str = "",
+    ) -> None:
+        self.account = account
+        self.needed = needed
+        self.balance = balance
+        holds = "an unknown balance" if balance is None else f"{balance:,} wei"
+        short = "" if balance is None else f"at least {max(needed - balance, 0):,} wei more "
+        super().__init__(
+            f"Account {account} cannot pay for {label or 'the transaction'}: it needs {needed:,} wei "
+            f"(gas {gas:,} × {fee_per_gas:,} wei + value {value:,}) and holds {holds}. "
+            f"Send it {short}and retry."
+        )
 
 
 class TransactionFailed(ChainSchedulerError):
