@@ -31,6 +31,13 @@ contract ChainScheduler is IChainScheduler {
     uint8 private constant FLAG_CHALLENGED = 8;
 
 
+    /// @dev What a winner gets besides its pay, at settlement (memory only).
+    struct Bonus {
+        uint256 poolShare;
+        uint256 bondShare;
+        bool audited;
+    }
+
     /// @dev A client's challenge: bond 96 | original winner slot 8 (one slot).
     struct Challenge {
         uint96 bond;
@@ -443,7 +450,8 @@ contract ChainScheduler is IChainScheduler {
             if (_slots[jobId][i].state != SlotState.Assigned) continue;
             _slash(jobId, i, terms.collateral, reopen);
             if (reopen) {
-                delete _slots[jobId][i];
+                // The Slashed record stays until a fresh provider takes the slot, so the
+                // provider that missed its commit cannot take it back (_requireFresh).
                 job.filled -= 1;
                 reopened = true;
             }
@@ -508,16 +516,21 @@ contract ChainScheduler is IChainScheduler {
     /// result differs, refund the unspent escrow and share out the slash pool.
     function _settle(uint256 jobId, Job memory job, JobTerms calldata terms) private {
         bytes32 accepted = _sealed[jobId][job.winner];
+        // An audit counts for the main replicas only if the auditor actually revealed.
+        Bonus memory bonus = Bonus({
+            poolShare: 0,
+            bondShare: 0,
+            audited: job.flags & FLAG_AUDIT_OPENED != 0 && _slots[jobId][terms.k].state == SlotState.Revealed
+        });
         (uint256[] memory winners, uint256 n, uint64 units) = _judge(jobId, job, terms, accepted);
         // The slash pool is shared by the client and each winner; the client keeps the dust.
         uint256 pool = _takeSlashPool(jobId);
-        // slither-disable-next-line divide-before-multiply (intended: the client takes the dust)
-        uint256 share = pool / (n + 1);
-        (uint256 bondShare, bool upheld) = _settleChallenge(jobId, job, terms, accepted, n);
-        bool audited = job.flags & FLAG_AUDIT_OPENED != 0;
-        uint256 paid = _payWinners(jobId, terms, winners, n, units, share + bondShare, audited);
+        bonus.poolShare = pool / (n + 1);
+        bool upheld;
+        (bonus.bondShare, upheld) = _settleChallenge(jobId, job, terms, accepted, winners, n);
+        uint256 paid = _payWinners(jobId, terms, winners, n, units, bonus);
         uint256 refund = _escrow(terms) - paid;
-        _credit(terms.client, refund + pool - share * n);
+        _credit(terms.client, refund + pool - bonus.poolShare * n);
         job.status = JobStatus.Finalized;
         emit JobFinalized(jobId, job.winner, paid, refund, upheld);
     }
@@ -548,16 +561,16 @@ contract ChainScheduler is IChainScheduler {
         if (units > terms.maxUnits) units = terms.maxUnits;
     }
 
-    /// @dev Credit each winner `price × units` plus its `bonus` (pool and bond shares),
-    /// release its collateral and count its success. Returns the total paid from escrow.
+    /// @dev Credit each winner `price × units` plus its pool share (and, for the providers
+    /// a rejected challenge accused, its bond share); release its collateral and count its
+    /// success. Returns the total paid from escrow.
     function _payWinners(
         uint256 jobId,
         JobTerms calldata terms,
         uint256[] memory winners,
         uint256 n,
         uint64 units,
-        uint256 bonus,
-        bool audited
+        Bonus memory bonus
     ) private returns (uint256 paid) {
         for (uint256 w = 0; w < n; ++w) {
             uint256 i = winners[w];
@@ -569,25 +582,39 @@ contract ChainScheduler is IChainScheduler {
             Provider storage p = _providers[provider];
             _unlock(p, terms.collateral);
             p.succeeded += 1;
-            if (audited && i < terms.k) p.audited += 1;
-            _credit(provider, amount + bonus);
+            if (bonus.audited && i < terms.k) p.audited += 1;
+            _credit(provider, amount + bonus.poolShare + (i <= terms.k ? bonus.bondShare : 0));
             emit ProviderPaid(jobId, uint8(i), provider, amount, units);
         }
     }
 
     /// @dev Decide a challenge at settlement. Upheld (the accepted result changed): the
-    /// bond goes back to the client. Failed: the loser pays, the bond is shared by the
-    /// n winning providers it accused (the client keeps the rounding dust).
-    function _settleChallenge(uint256 jobId, Job memory job, JobTerms calldata terms, bytes32 accepted, uint256 n)
-        private
-        returns (uint256 bondShare, bool upheld)
-    {
+    /// bond goes back to the client. Rejected: the loser pays, the bond is shared by the
+    /// providers it accused, the winners outside the verifier round (the client keeps
+    /// the rounding dust). The original winner is among them, so there is at least one.
+    function _settleChallenge(
+        uint256 jobId,
+        Job memory job,
+        JobTerms calldata terms,
+        bytes32 accepted,
+        uint256[] memory winners,
+        uint256 n
+    ) private returns (uint256 bondShare, bool upheld) {
         if (job.flags & FLAG_CHALLENGED == 0) return (0, false);
         Challenge memory c = _challenges[jobId];
         delete _challenges[jobId];
         upheld = !_matches(_sealed[jobId][c.originalWinner], accepted, terms.safety == SafetyClass.Deterministic);
-        if (!upheld) bondShare = c.bond / n;
-        _credit(terms.client, c.bond - bondShare * n);
+        if (upheld) {
+            _credit(terms.client, c.bond);
+            return (0, true);
+        }
+        uint256 accused = 0;
+        for (uint256 w = 0; w < n; ++w) {
+            if (winners[w] <= terms.k) ++accused;
+        }
+        // slither-disable-next-line divide-before-multiply (intended: the client takes the dust)
+        bondShare = c.bond / accused;
+        _credit(terms.client, c.bond - bondShare * accused);
     }
 
     function _fail(uint256 jobId, Job memory job, JobTerms calldata terms, FailReason reason) private {
@@ -748,7 +775,8 @@ contract ChainScheduler is IChainScheduler {
 
     function _firstEmpty(uint256 jobId, uint256 first, uint256 count) private view returns (uint256) {
         for (uint256 i = first; i < first + count; ++i) {
-            if (_slots[jobId][i].state == SlotState.Empty) return i;
+            SlotState state = _slots[jobId][i].state;
+            if (state == SlotState.Empty || state == SlotState.Slashed) return i;
         }
         // Unreachable: callers check filled < count.
         revert ChainSchedulerSlotsNotFilled(jobId, uint8(count), uint8(count));
@@ -835,7 +863,10 @@ contract ChainScheduler is IChainScheduler {
     }
 
     function _bidWindowOpen(Job memory job, JobTerms calldata t) private view returns (bool) {
-        return job.round == Round.Main && t.bidWindow != 0 && block.timestamp < _bidWindowEnd(job, t);
+        // Only the first fill of the main round has a window. A round reopened after a
+        // missed commit is first-come: its committed slots must never be displaced.
+        return job.round == Round.Main && t.bidWindow != 0 && job.committed == 0
+            && block.timestamp < _bidWindowEnd(job, t);
     }
 
     function _after(uint32 seconds_) private view returns (uint40) {
