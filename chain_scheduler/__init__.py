@@ -27,33 +27,50 @@ from chain_scheduler._model import (
 )
 from chain_scheduler._pricing import lower_median, paid_units, payment, pool_shares
 from chain_scheduler._revert import decode_revert
+from chain_scheduler._sender import PendingTx, TxJournal, TxSender
+from chain_scheduler._spec import InputRef, JobSpec, Limits, load_spec, resolve_parent_result
+from chain_scheduler._watcher import CursorStore, EventBatch, EventWatcher, FileCursor, MemoryCursor, SeenKeys
 
 __all__ = [
     "DEFAULT_GAS",
     "Capability",
+    "CursorStore",
+    "EventBatch",
+    "EventWatcher",
     "Executor",
     "FailReason",
+    "FileCursor",
+    "InputRef",
     "Job",
     "JobId",
+    "JobSpec",
     "JobStatus",
     "JobTerms",
+    "Limits",
     "Market",
     "MarketEvent",
+    "MemoryCursor",
+    "PendingTx",
     "Provider",
     "Round",
     "SafetyClass",
+    "SeenKeys",
     "Slot",
     "SlotState",
+    "TxJournal",
     "TxResult",
+    "TxSender",
     "Units",
     "Wei",
     "commitment",
     "decode_revert",
     "escrow_for",
+    "load_spec",
     "lower_median",
     "paid_units",
     "payment",
     "pool_shares",
+    "resolve_parent_result",
     "result_key",
     "spec_digest",
 ]

@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from chain_scheduler import Capability, Executor, JobTerms, Market, commitment  # noqa: E402
+from chain_scheduler import Capability, Executor, InputRef, JobSpec, JobTerms, Market, commitment, load_spec  # noqa: E402
 from chain_scheduler._anvil import Anvil, advance_time  # noqa: E402
 from compute_node.executors import ExecutionRequest, WasmExecutor  # noqa: E402
 from storage import open_store  # noqa: E402
@@ -71,8 +71,15 @@ def main() -> None:
         (inputs / "text.txt").write_text(TEXT)
         module_cid = store.put_file(module)
         inputs_cid = store.put_directory(inputs)
-        spec = {"version": 1, "executor": "wasm", "module": str(module_cid), "inputs": str(inputs_cid), "args": []}
-        spec_cid = str(store.put_bytes(json.dumps(spec, sort_keys=True).encode()))
+        spec = JobSpec(
+            version=1,
+            executor="wasm",
+            artifact=str(module_cid),
+            inputs=[InputRef(cid=str(inputs_cid), path="text")],
+            description="word count of a short text",
+        )
+        spec_cid = str(store.put_bytes(spec.to_bytes()))
+        assert load_spec(store, spec_cid) == spec  # what a provider will read back
         terms = JobTerms.create(
             client=client.account,
             spec_cid=spec_cid,
@@ -102,7 +109,9 @@ def main() -> None:
         for i, p in enumerate(providers):
             out = work / f"provider{i}"
             (out / "outputs").mkdir(parents=True)
-            store.fetch(str(inputs_cid), out / "inputs")
+            (out / "inputs").mkdir()
+            for ref in load_spec(store, spec_cid).inputs:  # each input at /inputs/<path>
+                store.fetch(str(ref.cid), out / "inputs" / ref.path)
             result = wasm.run(
                 ExecutionRequest(
                     job_id=job_id,
