@@ -1,4 +1,5 @@
-"""The provider side of chain-scheduler: executors now, the node daemon next.
+"""The provider side of chain-scheduler: sandboxes that run and meter jobs, and the
+node's durable state. The daemon that ties them to the chain builds on these.
 
 Example:
     >>> from compute_node import WasmExecutor, ExecutionRequest
@@ -6,6 +7,7 @@ Example:
     ...     result = wasm.run(request)
 """
 
+from compute_node._state import JobPhase, JobRecord, JournalEntry, NodeState, StateError
 from compute_node.executors import (
     DockerEngineUnavailableError,
     DockerExecutor,
@@ -16,10 +18,15 @@ from compute_node.executors import (
 )
 
 __all__ = [
-    "DockerExecutor",
     "DockerEngineUnavailableError",
+    "DockerExecutor",
     "ExecutionRequest",
     "ExecutionResult",
     "Executor",
+    "JobPhase",
+    "JobRecord",
+    "JournalEntry",
+    "NodeState",
+    "StateError",
     "WasmExecutor",
 ]

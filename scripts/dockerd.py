@@ -38,7 +38,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 SOCKET = Path("/var/run/docker.sock")
@@ -55,11 +55,14 @@ class DockerdHandle:
         pid: Process id of ``dockerd``.
         pid_file: File recording ``pid``; removed by ``stop``.
         log_file: Where the engine's output goes.
+        process: The ``Popen`` when started by this process (None when
+            rebuilt from the pid file); ``stop`` reaps it.
     """
 
     pid: int
     pid_file: Path
     log_file: Path
+    process: subprocess.Popen[bytes] | None = field(default=None, compare=False, repr=False)
 
 
 def is_running(socket_path: Path = SOCKET, timeout: float = 2.0) -> bool:
@@ -143,7 +146,7 @@ def _start_one(command: list[str], *, socket_path: Path, state_dir: Path, timeou
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    handle = DockerdHandle(pid=process.pid, pid_file=pid_file, log_file=log_file)
+    handle = DockerdHandle(pid=process.pid, pid_file=pid_file, log_file=log_file, process=process)
     pid_file.write_text(f"{process.pid}\n")
     deadline = time.monotonic() + timeout
     while not is_running(socket_path, timeout=1.0):
@@ -174,7 +177,15 @@ def _alive(pid: int) -> bool:
 
 def stop(handle: DockerdHandle, *, grace: float = 20.0) -> None:
     """Stop an engine this script started: SIGTERM, then SIGKILL after ``grace`` s."""
-    if _alive(handle.pid):
+    if handle.process is not None:
+        if handle.process.poll() is None:
+            handle.process.terminate()
+            try:
+                handle.process.wait(grace)
+            except subprocess.TimeoutExpired:
+                handle.process.kill()
+                handle.process.wait()
+    elif _alive(handle.pid):
         os.kill(handle.pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
         while _alive(handle.pid) and time.monotonic() < deadline:

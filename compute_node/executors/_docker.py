@@ -42,7 +42,13 @@ engine's cgroupfs driver and write access to ``/sys/fs/cgroup`` on the same
 host (a root node next to its engine). Otherwise (systemd driver, remote engine)
 the executor falls back to sampling the stats API about once a second while the
 container runs, which undercounts the last second. Wall time is the engine's
-StartedAt to FinishedAt. ``usage`` = CPU milliseconds rounded up, at least 1.
+StartedAt to FinishedAt. ``usage`` = CPU milliseconds rounded up, at least 1;
+it includes the container's own start-up (``runc init``, about 25-40 ms here),
+so replicas of a nondestructive job agree on it only roughly (the contract takes
+the median).
+
+The engine must see the node's filesystem (inputs and outputs are bind mounts),
+so it runs on the same host.
 
 stdout and stderr are written to ``stdout`` and ``stderr`` in the outputs
 directory after the container exits (an entry the program left under those
@@ -53,10 +59,10 @@ Job failures (a tarball that does not verify, a command that cannot start,
 timeout, out of memory, CPU budget exceeded) come back as
 ``ExecutionResult.error``; exceptions are for the node's own problems:
 
-    DockerExecutorError              root of this module's exceptions
-    ├── DockerEngineUnavailableError      the engine did not answer: retry later
-    └── DockerArtifactRejectedError       the tarball is not a valid image for its digest
-                                     (raised by ``load_image``; ``run`` reports it)
+    DockerExecutorError                 root of this module's exceptions
+    ├── DockerEngineUnavailableError    the engine did not answer: retry later
+    └── DockerArtifactRejectedError     the tarball is not a valid image for its digest
+                                        (raised by ``load_image``; ``run`` reports it)
 
 Example:
     >>> executor = DockerExecutor()
@@ -375,7 +381,8 @@ class _StatsSampler:
         except Exception as error:  # noqa: BLE001 - a lost sample must not fail the job
             logger.debug("stats stream for %s ended: %s", self._container_id, error)
 
-    def finish(self, timeout: float = 2.0) -> None:
+    def finish(self, timeout: float = 0.2) -> None:
+        """Give the stream a moment for a last sample; its thread ends when the container goes."""
         self._thread.join(timeout)
 
     def cpu_ns(self) -> int | None:
@@ -789,13 +796,13 @@ class DockerExecutor:
             "CHAINSCHED_JOB_ID": str(request.job_id),
         }
         tmpfs_size = min(self._tmpfs_size, request.memory_limit)
-        container: Container | None = None
+        name = f"chainsched-job{request.job_id}-{run_id}"
         try:
             try:
                 container = client.containers.create(
                     image_id,
                     command=list(request.args) or None,
-                    name=f"chainsched-job{request.job_id}-{run_id}",
+                    name=name,
                     labels={
                         "chainsched.executor": "docker",
                         "chainsched.job_id": str(request.job_id),
@@ -871,21 +878,34 @@ class DockerExecutor:
         except _ENGINE_ERRORS as engine_error:
             raise self._unavailable(engine_error) from None
         finally:
-            if container is not None:
-                try:
-                    container.remove(force=True, v=True)
-                except docker.errors.NotFound:
-                    pass
-                except (docker.errors.APIError, *_ENGINE_ERRORS) as remove_error:
-                    logger.warning(
-                        "job_id=%s could not remove container %s: %s. Remove it with: docker rm -f %s",
-                        request.job_id,
-                        container.id,
-                        remove_error,
-                        container.id,
-                    )
+            # By name, so a container whose create was interrupted before its id came back goes too.
+            self._remove_container(client, name, request.job_id)
             if cgroup is not None:
                 cgroup.remove()
+
+    def _remove_container(self, client: docker.DockerClient, name: str, job_id: int) -> None:
+        """Force-remove a container, retrying while the engine is still busy with it."""
+        failure: Exception | None = None
+        for _ in range(10):
+            try:
+                client.api.remove_container(name, force=True, v=True)
+                return
+            except docker.errors.NotFound:
+                return
+            except docker.errors.APIError as error:
+                # e.g. a start interrupted on our side is still going on in the engine
+                failure = error
+                time.sleep(0.5)
+            except _ENGINE_ERRORS as error:
+                failure = error
+                break
+        logger.warning(
+            "job_id=%s could not remove container %s: %s. Remove it with: docker rm -f %s",
+            job_id,
+            name,
+            failure,
+            name,
+        )
 
     def _supervise(
         self,

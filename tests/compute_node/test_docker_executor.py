@@ -9,13 +9,16 @@ tarball checks refusing an altered image before anything runs.
 from __future__ import annotations
 
 import _thread
+import gc
 import io
 import json
 import os
 import socket
 import tarfile
 import threading
+import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -182,7 +185,8 @@ def test_stats_meter_fallback_reports_usage(
     make_docker_executor: Callable[..., DockerExecutor], docker_request: RequestFactory
 ) -> None:
     executor = make_docker_executor(meter="stats")
-    busy = "end=$(($(date +%s) + 2)); while [ $(date +%s) -lt $end ]; do :; done"
+    # Busy for 2 to 3 s, so the stats stream (about one sample a second) sees it run
+    busy = "end=$(($(date +%s) + 3)); while [ $(date +%s) -lt $end ]; do :; done"
     result, _, _ = run(executor, docker_request("sh", "-c", busy))
     assert result.error is None
     assert result.cpu_ms is not None
@@ -294,7 +298,8 @@ def test_network_is_given_only_when_the_request_allows_it(
     # The engine here has no bridge, so the provider configures host networking
     # for jobs that may use the network; the same probe then reaches the server.
     executor = make_docker_executor(network_mode="host")
-    probe = f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 127.0.0.1 {host_server}"
+    # stdin stays open a second so nc waits for the reply
+    probe = f"(printf 'GET / HTTP/1.0\\r\\n\\r\\n'; sleep 1) | nc -w 2 127.0.0.1 {host_server}"
     allowed, stdout, _ = run(executor, docker_request("sh", "-c", probe, network=True))
     denied, denied_stdout, _ = run(executor, docker_request("sh", "-c", probe, network=False))
     assert allowed.exit_code == 0
@@ -372,7 +377,7 @@ def test_memory_limit_is_enforced(docker_executor: DockerExecutor, docker_reques
 
 
 def test_pids_limit_is_enforced(docker_executor: DockerExecutor, docker_request: RequestFactory) -> None:
-    script = "for i in $(seq 40); do sleep 1 & done; wait"
+    script = "for i in $(seq 40); do sleep 10 & done; wait"  # the shell exits when fork fails
     result, _, stderr = run(docker_executor, docker_request("sh", "-c", script))
     assert "can't fork" in stderr
     assert result.error is None  # the program failed, not the sandbox
@@ -384,14 +389,35 @@ def test_keyboard_interrupt_still_removes_the_container(
     docker_request: RequestFactory,
     docker_test_env: DockerTestEnv,
 ) -> None:
-    timer = threading.Timer(1.5, _thread.interrupt_main)
-    timer.start()
+    # Given a watcher that presses Ctrl-C once the job's container is running
+    filters = {"label": f"chainsched.job_id={docker_test_env.job_id}", "status": "running"}
+    interrupted = threading.Event()
+    gave_up = threading.Event()
+
+    def interrupt_when_running() -> None:
+        deadline = time.monotonic() + 20
+        while not gave_up.is_set() and time.monotonic() < deadline:
+            if docker_engine.containers.list(filters=filters):
+                interrupted.set()
+                _thread.interrupt_main()
+                return
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=interrupt_when_running, daemon=True)
+    watcher.start()
+
+    # When the executor is interrupted while it supervises the job
     try:
         with pytest.raises(KeyboardInterrupt):
-            docker_executor.run(docker_request("sleep", "30", timeout=20.0))
+            docker_executor.run(docker_request("sleep", "30", timeout=25.0))
     finally:
-        timer.cancel()
+        gave_up.set()
+        watcher.join()
+
+    # Then the container and its cgroup are gone
+    assert interrupted.is_set()
     assert docker_test_env.containers(docker_engine) == []
+    assert docker_test_env.run_cgroups() == []
 
 
 # ----------------------------------------------------------------- content addressing
@@ -475,6 +501,10 @@ def test_unreachable_engine_raises_a_retryable_error(docker_request: RequestFact
     executor = DockerExecutor(base_url=f"unix://{tmp_path}/no-engine.sock")
     with pytest.raises(DockerEngineUnavailableError, match="did not answer"):
         executor.run(docker_request("true"))
+    # docker-py leaves the socket of a failed connection to the garbage collector
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
 
 
 def test_no_containers_or_cgroups_left_behind(
