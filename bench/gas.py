@@ -86,6 +86,21 @@ def k1(chain: Chain) -> Ledger:
     return led
 
 
+def k1_no_window(chain: Chain) -> Ledger:
+    """A client that wants no challenge window: the reveal settles the job, no finalize."""
+    led = Ledger()
+    c, p = chain.client, chain.providers[0]
+    terms = chain.terms(challenge_window=0)
+    r = c.post_job_tx(SPEC, terms)
+    job = int(r.event("JobPosted").args["jobId"])
+    led.add("postJob", r.gas_used)
+    led.add("bid", p.bid(job, 500).gas_used)
+    salt = chain.run(p, job, 0, GOOD, 40_000, led)
+    led.add("reveal (settles)", p.reveal(job, 0, GOOD, 40_000, salt).gas_used)
+    led.add("withdraw (provider)", p.withdraw().gas_used)
+    return led
+
+
 def k3_one_wrong(chain: Chain) -> Ledger:
     led = Ledger()
     c = chain.client
@@ -172,6 +187,7 @@ def reassigned(chain: Chain) -> Ledger:
 
 SCENARIOS: dict[str, Callable[[Chain], Ledger]] = {
     "k=1 m=1 unchallenged": k1,
+    "k=1 m=1, no challenge window": k1_no_window,
     "k=3 m=2 one wrong provider": k3_one_wrong,
     "k=1 with an audit": audited,
     "k=1 challenged (3 verifiers)": challenged,

@@ -405,7 +405,7 @@ contract ChainScheduler is IChainScheduler {
                 // The auditor disagrees with the quorum: a majority of fresh replicas decides.
                 _openRound(jobId, job, terms, Round.Verify);
             } else {
-                _succeed(jobId, job, terms.challengeWindow);
+                _succeed(jobId, job, terms, terms.challengeWindow);
             }
             return;
         }
@@ -415,7 +415,7 @@ contract ChainScheduler is IChainScheduler {
         if (decided) {
             job.winner = uint8(verdict);
             // A result decided by fresh verifiers after a challenge is final at once.
-            _succeed(jobId, job, challenged ? 0 : terms.challengeWindow);
+            _succeed(jobId, job, terms, challenged ? 0 : terms.challengeWindow);
         } else if (challenged) {
             _voidChallenge(jobId, job, terms);
         } else {
@@ -493,10 +493,13 @@ contract ChainScheduler is IChainScheduler {
         emit RoundOpened(jobId, round, uint8(count), job.deadline);
     }
 
-    function _succeed(uint256 jobId, Job memory job, uint32 challengeWindow) private {
+    function _succeed(uint256 jobId, Job memory job, JobTerms calldata terms, uint32 challengeWindow) private {
         job.status = JobStatus.Succeeded;
         job.deadline = _after(challengeWindow);
         emit JobSucceeded(jobId, job.winner, _sealed[jobId][job.winner], job.deadline);
+        // Without a challenge window nothing can change the result any more: settle in this
+        // transaction instead of asking a keeper for a separate finalize.
+        if (terms.challengeWindow == 0) _settle(jobId, job, terms);
     }
 
     /// @dev A challenge nobody could resolve (no verifiers came, or they disagreed): the
@@ -507,7 +510,7 @@ contract ChainScheduler is IChainScheduler {
         job.flags &= ~FLAG_CHALLENGED;
         job.winner = c.originalWinner;
         _credit(terms.client, c.bond);
-        _succeed(jobId, job, 0);
+        _succeed(jobId, job, terms, 0);
     }
 
     // ============================================================== settlement

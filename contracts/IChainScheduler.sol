@@ -92,7 +92,7 @@ interface IChainScheduler {
         uint32 fillTimeout; // how long a round may wait for providers
         uint32 execTimeout; // from bidding close to the commit deadline
         uint32 revealWindow; // from commits close to the reveal deadline
-        uint32 challengeWindow; // from success until payouts are free
+        uint32 challengeWindow; // from success until payouts are free (0: settled at once)
         uint64[] parents; // jobs that must be Finalized before bids are taken
     }
 
@@ -371,7 +371,8 @@ interface IChainScheduler {
     /// @param slots Slots to fill.
     /// @param fillDeadline Providers must take them by then.
     event RoundOpened(uint256 indexed jobId, Round round, uint8 slots, uint40 fillDeadline);
-    /// @notice A result was accepted; payouts are free after the challenge deadline.
+    /// @notice A result was accepted; payouts are free after the challenge deadline (at once,
+    /// in the same transaction, when the job's challenge window is 0).
     /// @param jobId The job.
     /// @param winnerSlot A slot holding the accepted result.
     /// @param resultKey bytes24 result digest | uint64 usage of that slot.

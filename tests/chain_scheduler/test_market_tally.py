@@ -148,3 +148,27 @@ def test_zero_usage_pays_nothing_but_settles(h: Harness) -> None:
     assert events(tx, "ProviderPaid")[0]["amount"] == 0
     assert events(tx, "JobFinalized")[0]["refund"] == run.escrow
     assert h.provider(run.holders[0]).succeeded == 1
+
+
+def test_without_a_challenge_window_the_last_reveal_settles_the_job(h: Harness) -> None:
+    # Given a k=3 m=2 job with no challenge window, its third replica wrong
+    run = h.drive("revealing", k=3, m=2, challenge_window=0, prices=[4, 6, 9],
+                  results=[(GOOD, 100), (GOOD, 100), (BAD, 100)])  # fmt: skip
+    a, b, c = (run.holders[i] for i in range(3))
+    run.reveal_all([0, 1])
+
+    # When the last reveal comes in
+    tx = run.reveal(2)
+
+    # Then that transaction settles everything: no separate finalize, no window to wait
+    assert names(tx) == [
+        "ResultRevealed", "JobSucceeded", "SlotSlashed", "ProviderPaid", "ProviderPaid", "JobFinalized",
+    ]  # fmt: skip
+    assert run.status == JobStatus.FINALIZED
+    share = COLLATERAL // 3
+    assert h.credit(a) == 4 * 100 + share
+    assert h.credit(b) == 6 * 100 + share
+    assert h.credit(run.client) == run.escrow - 10 * 100 + COLLATERAL - 2 * share
+    assert (h.provider(c).slashed, h.provider(c).locked) == (1, 0)
+    with reverts(errors.WrongStatus, jobId=run.job_id, expected=JobStatus.SUCCEEDED, actual=JobStatus.FINALIZED):
+        run.finalize(wait=False)
