@@ -37,6 +37,7 @@ from chain_scheduler._model import (
     Wei,
 )
 from chain_scheduler._revert import decode_revert
+from chain_scheduler._rpc import rpc_call
 from chain_scheduler._sender import TxSender
 
 logger = logging.getLogger(__name__)
@@ -476,13 +477,7 @@ class Market:
         )
 
     def _rpc(self, call: Callable[[], Any]) -> Any:
-        try:
-            return call()
-        except (ConnectionError, OSError) as exc:
-            raise errors.ChainUnavailable(
-                f"The Ethereum node did not answer ({exc.__class__.__name__}: {exc}). "
-                "Is it running? See: chainsched devnet status"
-            ) from exc
+        return rpc_call(call)
 
 
 def _label(fn: Any) -> str:

@@ -35,6 +35,7 @@ from web3.exceptions import TransactionNotFound
 from web3.types import TxReceipt
 
 from chain_scheduler import errors
+from chain_scheduler._rpc import rpc_call
 
 logger = logging.getLogger(__name__)
 
@@ -504,13 +505,7 @@ class TxSender:
         return error
 
     def _rpc(self, call: Callable[[], T]) -> T:
-        try:
-            return call()
-        except (ConnectionError, OSError) as exc:
-            raise errors.ChainUnavailable(
-                f"The Ethereum node did not answer ({exc.__class__.__name__}: {exc}). "
-                "Is it running? See: chainsched devnet status"
-            ) from exc
+        return rpc_call(call)
 
 
 def _unsigned_fields(raw: bytes) -> dict[str, Any]:

@@ -44,6 +44,7 @@ from web3.exceptions import Web3RPCError
 
 from chain_scheduler import errors
 from chain_scheduler._market import Market, MarketEvent
+from chain_scheduler._rpc import rpc_call
 
 logger = logging.getLogger(__name__)
 
@@ -294,13 +295,7 @@ class EventWatcher:
         self.cursor.save(batch.to_block)
 
     def _call(self, call: Callable[[], T]) -> T:
-        try:
-            return call()
-        except (ConnectionError, OSError) as exc:
-            raise errors.ChainUnavailable(
-                f"The Ethereum node did not answer ({exc.__class__.__name__}: {exc}). "
-                "Is it running? See: chainsched devnet status"
-            ) from exc
+        return rpc_call(call)
 
 
 class SeenKeys:
