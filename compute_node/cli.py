@@ -1,21 +1,420 @@
-"""The ``compute-node`` command line (provider side). Nothing imports this module."""
+"""The ``compute-node`` command line (provider side). Nothing imports this module.
+
+Commands:
+    compute-node run        run the provider daemon until SIGTERM / SIGINT
+    compute-node register   become a provider: deposit stake, declare capabilities
+    compute-node exec wasm  run a Wasm job locally, without the chain
+
+Logs go to stderr; ``register --json`` prints one JSON document on stdout.
+Errors are one line on stderr with an exit code from :class:`ExitCode`. The
+private key is read from a file, an environment variable, or (devnets only) the
+public devnet mnemonic, and is never printed.
+"""
 
 from __future__ import annotations
 
+import enum
 import json
+import logging
+import os
 import secrets
+import signal
 import sys
+import time
 from dataclasses import asdict
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Annotated
+from types import FrameType
+from typing import Annotated, Any, cast
 
 import typer
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
 
-from compute_node.executors import ExecutionRequest, WasmExecutor
+from chain_scheduler import Capability, Executor, Market, Round, SafetyClass, TxSender, errors
+from chain_scheduler._anvil import DEVNET_MNEMONIC
+from compute_node._behaviour import Behaviour
+from compute_node._node import NodeStatus, ProviderNode
+from compute_node._policy import NodePolicy
+from compute_node._runner import JobRunner
+from compute_node._state import NodeState
+from compute_node.executors import DockerEngineUnavailableError, DockerExecutor, ExecutionRequest, WasmExecutor
+from compute_node.executors._base import Executor as Sandbox
+from storage import DEFAULT_STORE_URL, StorageError, open_store
+
+logger = logging.getLogger("compute_node.cli")
 
 app = typer.Typer(no_args_is_help=True, help="chain-scheduler provider node.")
 exec_app = typer.Typer(no_args_is_help=True, help="Run a job locally in a sandbox, without the chain.")
 app.add_typer(exec_app, name="exec")
+
+
+class ExitCode(enum.IntEnum):
+    """Documented exit codes of every command."""
+
+    OK = 0
+    FAILURE = 1
+    USAGE = 2
+    CHAIN_UNAVAILABLE = 3
+    REVERTED = 4
+    SERVICE_UNAVAILABLE = 5  # the content store or the Docker engine
+    INTERRUPTED = 130  # a second signal stopped the node at once
+
+
+RpcOpt = Annotated[str, typer.Option("--rpc", envvar="CHAINSCHED_RPC", help="JSON-RPC endpoint of the chain node.")]
+ContractOpt = Annotated[str, typer.Option("--contract", envvar="CHAINSCHED_CONTRACT", help="Market contract address.")]
+KeyFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--key-file",
+        envvar="COMPUTE_NODE_KEY_FILE",
+        dir_okay=False,
+        help="File with the provider's private key: 0x-hex, or an encrypted JSON keystore "
+        "(password in $COMPUTE_NODE_KEY_PASSWORD).",
+    ),
+]
+KeyEnvOpt = Annotated[
+    str | None,
+    typer.Option("--key-env", metavar="VAR", help="Name of an environment variable holding the private key (hex)."),
+]
+DevnetAccountOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--devnet-account",
+        metavar="N",
+        help="Use account N of the public devnet mnemonic (anvil's test keys). Devnet chains only.",
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+
+
+def _fail(code: ExitCode, message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(int(code))
+
+
+def _load_account(key_file: Path | None, key_env: str | None, devnet_account: int | None) -> LocalAccount:
+    """The signing key from exactly one source. Error messages never include key material."""
+    sources = (("--key-file", key_file), ("--key-env", key_env), ("--devnet-account", devnet_account))
+    given = [name for name, value in sources if value is not None]
+    if len(given) != 1:
+        got = f" (got {', '.join(given)})" if given else ""
+        raise _fail(ExitCode.USAGE, f"give exactly one of --key-file, --key-env, --devnet-account{got}")
+    try:
+        if devnet_account is not None:
+            if devnet_account < 0:
+                raise _fail(ExitCode.USAGE, "--devnet-account is an index >= 0")
+            Account.enable_unaudited_hdwallet_features()
+            return cast(
+                LocalAccount, Account.from_mnemonic(DEVNET_MNEMONIC, account_path=f"m/44'/60'/0'/0/{devnet_account}")
+            )
+        if key_env is not None:
+            secret = os.environ.get(key_env)
+            if not secret:
+                raise _fail(ExitCode.USAGE, f"environment variable {key_env} is not set or empty")
+            return cast(LocalAccount, Account.from_key(secret.strip()))
+        assert key_file is not None
+        try:
+            text = key_file.read_text().strip()
+        except OSError as exc:
+            raise _fail(ExitCode.USAGE, f"cannot read the key file {key_file}: {exc.strerror}") from None
+        if text.startswith("{"):
+            password = os.environ.get("COMPUTE_NODE_KEY_PASSWORD")
+            if password is None:
+                raise _fail(ExitCode.USAGE, f"{key_file} is an encrypted keystore: set $COMPUTE_NODE_KEY_PASSWORD")
+            return cast(LocalAccount, Account.from_key(Account.decrypt(json.loads(text), password)))
+        return cast(LocalAccount, Account.from_key(text))
+    except typer.Exit:
+        raise
+    except Exception:  # noqa: BLE001 - the message could echo key material: say only what to fix
+        raise _fail(
+            ExitCode.USAGE, f"the key from {given[0]} is not a valid private key (or the keystore password is wrong)"
+        ) from None
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=level.upper(),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    for noisy in ("web3", "urllib3", "docker"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+def _web3(rpc: str) -> Web3:
+    return Web3(Web3.HTTPProvider(rpc, request_kwargs={"timeout": 10}))
+
+
+def _parse_wei(text: str) -> int:
+    """``"1000"`` (wei), ``"1ether"``, ``"0.5 ether"``, ``"100gwei"``."""
+    cleaned = text.strip().lower().replace("_", "")
+    for unit in ("ether", "eth", "gwei", "wei"):
+        if cleaned.endswith(unit):
+            number = cleaned[: -len(unit)].strip()
+            try:
+                return int(Web3.to_wei(Decimal(number), "ether" if unit == "eth" else unit))
+            except (InvalidOperation, ValueError):
+                break
+    else:
+        if cleaned.isdigit():
+            return int(cleaned)
+    raise typer.BadParameter(f"{text!r} is not an amount: use wei (1000) or a unit (1ether, 0.5ether, 100gwei)")
+
+
+def _capability_bits(names: list[str]) -> int:
+    bits = 0
+    for name in names:
+        for part in name.split(","):
+            part = part.strip().upper()
+            if not part:
+                continue
+            try:
+                bits |= int(Capability[part])
+            except KeyError:
+                choices = ", ".join(str(c.name).lower() for c in Capability)
+                raise typer.BadParameter(f"unknown capability {part.lower()!r}; use {choices}") from None
+    return bits
+
+
+# ----------------------------------------------------------------------- run
+
+
+@app.command("run")
+def run(
+    contract: ContractOpt,
+    rpc: RpcOpt = "http://127.0.0.1:8545",
+    key_file: KeyFileOpt = None,
+    key_env: KeyEnvOpt = None,
+    devnet_account: DevnetAccountOpt = None,
+    store: Annotated[
+        str,
+        typer.Option(
+            envvar="CHAINSCHED_STORE", help="Content store: local:PATH (embedded) or ipfs:/ip4/HOST/tcp/PORT."
+        ),
+    ] = DEFAULT_STORE_URL,
+    state: Annotated[
+        Path,
+        typer.Option(
+            envvar="COMPUTE_NODE_STATE",
+            file_okay=False,
+            help="Directory of the node's durable state (state.db: cursor, jobs, salts, pending "
+            "transactions), its work files and module cache. One per provider account.",
+        ),
+    ] = Path("~/.local/share/chain-scheduler/node"),
+    price: Annotated[int, typer.Option(envvar="COMPUTE_NODE_PRICE", min=0, help="Wei per metered unit to bid.")] = 1,
+    capacity: Annotated[
+        int, typer.Option(envvar="COMPUTE_NODE_CAPACITY", min=1, help="Jobs held (slot taken, not committed) at once.")
+    ] = 1,
+    behaviour: Annotated[
+        Behaviour, typer.Option(case_sensitive=False, help="Anything but honest cheats: devnet only (needs --devnet).")
+    ] = Behaviour.HONEST,
+    devnet: Annotated[
+        bool, typer.Option("--devnet", help="This is a local devnet (chain id 31337/1337): allows cheating behaviours.")
+    ] = False,
+    docker: Annotated[
+        bool, typer.Option("--docker/--no-docker", help="Also run Docker jobs (needs an engine).")
+    ] = False,
+    gpu: Annotated[bool, typer.Option("--gpu", help="Take jobs that require the GPU capability.")] = False,
+    accept_destructive: Annotated[
+        bool, typer.Option("--accept-destructive", help="Take destructive (side-effecting, run-once) Docker jobs.")
+    ] = False,
+    verify: Annotated[
+        bool, typer.Option("--verify/--no-verify", help="Also bid for audit and verification slots.")
+    ] = True,
+    max_units: Annotated[
+        int | None, typer.Option(min=1, help="Refuse jobs whose maxUnits is above this (default: no limit).")
+    ] = None,
+    poll_interval: Annotated[float, typer.Option(min=0.01, help="Seconds between polls of the chain.")] = 1.0,
+    confirmations: Annotated[int, typer.Option(min=0, help="Blocks to stay behind the head (reorg safety).")] = 0,
+    start_block: Annotated[
+        int | None, typer.Option(min=0, help="First block to watch on a fresh state (default: head - 1000).")
+    ] = None,
+    withdraw_threshold: Annotated[
+        str, typer.Option(help="Withdraw credit once it reaches this amount (wei, or 0.01ether); 'never' to keep it.")
+    ] = "0.01ether",
+    keeper: Annotated[
+        bool, typer.Option("--keeper/--no-keeper", help="Call timeout/finalize for this node's jobs.")
+    ] = True,
+    drain_timeout: Annotated[
+        float, typer.Option(min=0, help="Seconds a graceful stop waits for running jobs before abandoning them.")
+    ] = 60.0,
+    log_level: Annotated[str, typer.Option(envvar="COMPUTE_NODE_LOG_LEVEL", help="DEBUG, INFO, WARNING...")] = "INFO",
+) -> None:
+    """Run the provider daemon: watch, bid, run, commit, reveal, keep jobs moving, withdraw.
+
+    The first SIGTERM/SIGINT stops gracefully (no new bids, running jobs finish and
+    commit, pending transactions are flushed; exit 0); a second one stops at once.
+    """
+    _configure_logging(log_level)
+    account = _load_account(key_file, key_env, devnet_account)
+    devnet = devnet or devnet_account is not None
+    if behaviour != Behaviour.HONEST and not devnet:
+        raise _fail(ExitCode.USAGE, f"--behaviour {behaviour.value} cheats: it needs --devnet (and a devnet chain)")
+    threshold = None if withdraw_threshold.strip().lower() == "never" else _parse_wei(withdraw_threshold)
+    state_dir = state.expanduser()
+    executors: set[Executor] = {Executor.WASM} | ({Executor.DOCKER} if docker else set())
+    safety = {SafetyClass.DETERMINISTIC, SafetyClass.NONDESTRUCTIVE} | (
+        {SafetyClass.DESTRUCTIVE} if accept_destructive else set()
+    )
+    try:
+        policy = NodePolicy(
+            price=price,
+            capacity=capacity,
+            executors=frozenset(executors),
+            capabilities=int(Capability.GPU) if gpu else 0,
+            safety_classes=frozenset(safety),
+            rounds=frozenset(Round) if verify else frozenset({Round.MAIN}),
+            max_units=max_units,
+        )
+    except ValueError as exc:
+        raise _fail(ExitCode.USAGE, str(exc)) from None
+
+    w3 = _web3(rpc)
+    node_state = NodeState(state_dir / "state.db")
+    sender = TxSender(w3=w3, account=account, journal=node_state, poll_interval=min(0.5, poll_interval))
+    try:
+        market = Market(w3=w3, address=contract, account=account, sender=sender)
+    except ValueError as exc:
+        raise _fail(ExitCode.USAGE, f"--contract {contract!r} is not an address ({exc})") from None
+    try:
+        content = open_store(store)
+    except StorageError as exc:
+        raise _fail(ExitCode.SERVICE_UNAVAILABLE, f"content store {store}: {exc}") from None
+    wasm = WasmExecutor(cache_dir=state_dir / "wasm-cache")
+    sandboxes: dict[str, Sandbox] = {"wasm": wasm}
+    docker_executor: DockerExecutor | None = None
+    if docker:
+        docker_executor = DockerExecutor(work_dir=state_dir / "work")
+        try:
+            docker_executor.start()
+        except DockerEngineUnavailableError as exc:
+            wasm.close()
+            content.close()
+            raise _fail(ExitCode.SERVICE_UNAVAILABLE, str(exc)) from None
+        sandboxes["docker"] = docker_executor
+    runner = JobRunner(store=content, executors=sandboxes, work_dir=state_dir / "work", market=market)
+    try:
+        node = ProviderNode(
+            market=market,
+            sender=sender,
+            state=node_state,
+            runner=runner,
+            policy=policy,
+            behaviour=behaviour,
+            devnet=devnet,
+            poll_interval=poll_interval,
+            confirmations=confirmations,
+            start_block=start_block,
+            withdraw_threshold=threshold,
+            keeper=keeper,
+        )
+    except ValueError as exc:
+        raise _fail(ExitCode.USAGE, str(exc)) from None
+
+    stop_asked: list[float] = []
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if stop_asked:
+            logger.warning("second %s: stopping at once (the state file holds everything to resume)", name)
+            logging.shutdown()
+            os._exit(int(ExitCode.INTERRUPTED))
+        stop_asked.append(time.monotonic())
+        logger.info("%s: stopping gracefully (send it again to stop at once)", name)
+        node.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    logger.info("provider %s, state %s, store %s, rpc %s", account.address, state_dir, store, rpc)
+    try:
+        node.start()
+        while not node.join(0.5):
+            if stop_asked and time.monotonic() - stop_asked[0] > drain_timeout:
+                logger.warning("running jobs did not finish within %.0fs: abandoning them", drain_timeout)
+                node.abort()
+                node.join(10.0)
+                break
+    finally:
+        wasm.close()
+        if docker_executor is not None:
+            docker_executor.close()
+        content.close()
+        node_state.close()
+    if node.status == NodeStatus.FAILED:
+        raise _fail(ExitCode.FAILURE, node.error or "the node failed; see the log above")
+
+
+# ------------------------------------------------------------------ register
+
+
+@app.command("register")
+def register(
+    contract: ContractOpt,
+    stake: Annotated[str, typer.Option(help="Stake to deposit: wei (1000) or with a unit (1ether, 0.5ether).")],
+    rpc: RpcOpt = "http://127.0.0.1:8545",
+    key_file: KeyFileOpt = None,
+    key_env: KeyEnvOpt = None,
+    devnet_account: DevnetAccountOpt = None,
+    capabilities: Annotated[
+        list[str] | None,
+        typer.Option("--capability", "-c", help="Capabilities: wasm, docker, gpu (repeat or comma-separate)."),
+    ] = None,
+    add: Annotated[
+        bool, typer.Option("--add", help="Already registered: add this stake and set these capabilities.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Become a provider: deposit stake and declare what this node can run."""
+    _configure_logging("WARNING")
+    account = _load_account(key_file, key_env, devnet_account)
+    amount = _parse_wei(stake)
+    bits = _capability_bits(capabilities or ["wasm"])
+    w3 = _web3(rpc)
+    try:
+        chain_id = w3.eth.chain_id
+    except Exception as exc:  # noqa: BLE001 - any failure to reach the node
+        message = f"cannot reach the chain node at {rpc} ({exc.__class__.__name__})"
+        raise _fail(ExitCode.CHAIN_UNAVAILABLE, message) from None
+    if devnet_account is not None and chain_id not in (31337, 1337):
+        raise _fail(ExitCode.USAGE, f"--devnet-account uses public keys: refused on chain {chain_id}")
+    market = Market(w3=w3, address=contract, account=account)
+    try:
+        before = market.provider(account.address)
+        if before.registered and not add:
+            raise _fail(
+                ExitCode.REVERTED,
+                f"{account.address} is already a provider (stake {before.free} wei free): pass --add to add stake",
+            )
+        gas = 0
+        if before.registered:
+            if amount:
+                gas += market.add_stake(amount).gas_used
+            if bits != before.capabilities:
+                gas += market.set_capabilities(bits).gas_used
+        else:
+            gas += market.register(bits, amount).gas_used
+        after = market.provider(account.address)
+    except errors.ChainUnavailable as exc:
+        raise _fail(ExitCode.CHAIN_UNAVAILABLE, str(exc)) from None
+    except errors.ChainSchedulerError as exc:
+        raise _fail(ExitCode.REVERTED, str(exc)) from None
+    data: dict[str, Any] = {
+        "provider": account.address,
+        "stake_free": after.free,
+        "stake_locked": after.locked,
+        "capabilities": [str(c.name).lower() for c in Capability if after.capabilities & c],
+        "gas_used": gas,
+    }
+    if as_json:
+        sys.stdout.write(json.dumps(data) + "\n")
+    else:
+        for key, value in data.items():
+            typer.echo(f"{key:>14}: {value}")
+
+
+# ---------------------------------------------------------------------- exec
 
 
 @exec_app.command("wasm")
@@ -55,3 +454,7 @@ def exec_wasm(
 def main() -> None:
     """Console-script entry point."""
     app()
+
+
+if __name__ == "__main__":
+    main()

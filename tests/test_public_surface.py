@@ -15,8 +15,9 @@ CHAIN_SCHEDULER = {
     "result_key", "spec_digest",
 }  # fmt: skip
 COMPUTE_NODE = {
-    "DockerEngineUnavailableError", "DockerExecutor", "ExecutionRequest", "ExecutionResult", "Executor",
-    "JobPhase", "JobRecord", "JournalEntry", "NodeState", "StateError", "WasmExecutor",
+    "Behaviour", "DockerEngineUnavailableError", "DockerExecutor", "ExecutionRequest", "ExecutionResult",
+    "Executor", "JobPhase", "JobRecord", "JobRunner", "JournalEntry", "NodeState", "RunOutcome", "StateError",
+    "WasmExecutor", "ProviderNode", "NodePolicy", "Decision", "decide",
 }  # fmt: skip
 STORAGE = {
     "BackendError", "CHUNK_SIZE", "CID", "ContentNotFound", "ContentStore", "ContentTooLarge", "CorruptBlock",

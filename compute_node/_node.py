@@ -1,0 +1,970 @@
+"""The provider daemon: watch the market, bid, run, commit, reveal, keep jobs moving, collect pay.
+
+One :class:`ProviderNode` serves one provider account. Its loop thread does, on
+every tick:
+
+1. **watch**: read the next block range of market events from the persisted
+   cursor (:class:`chain_scheduler.EventWatcher` over :class:`NodeState`);
+2. **decide and bid**: a posted job, an audit or verification round, or a main
+   slot reopened after a missed commit is a chance to bid; the job is re-read
+   from the contract (events are hints, the contract is the truth) and
+   :func:`compute_node.decide` says whether to take it;
+3. **reconcile** every job the node is in against the contract: when bidding has
+   closed, run the job in a worker thread (at most ``capacity`` at once) through
+   the :class:`JobRunner`, which fetches inputs, executes, stores the outputs and
+   the receipt; the result *and the salt* are written to the state file before
+   the commit is sent; once commits close with a reveal deadline, reveal;
+4. **keep**: as keeper, call ``timeout`` when a phase deadline of one of its jobs
+   has passed and ``finalize`` once its challenge window is over;
+5. **withdraw** its credit once it reaches a threshold.
+
+Durability: the cursor, the jobs and their salts and results, and every signed
+transaction live in :class:`NodeState` (SQLite, fsynced) before the step that
+needs them, so ``kill -9`` at any point loses nothing; on restart the pending
+transactions are finished (:meth:`TxSender.resume`) and each job in flight
+continues from its record (a node killed between commit and reveal reveals).
+
+Only the loop thread sends transactions; worker threads only execute and record.
+
+An RPC node that stops answering puts the node in :attr:`NodeStatus.DEGRADED`:
+it logs once per outage, retries with exponential backoff, and carries on when
+the node returns. Shutdown is graceful: :meth:`ProviderNode.request_stop` stops
+bidding, lets running jobs finish (and commits their results), then the loop
+ends; :meth:`ProviderNode.abort` ends it at once (the state file still holds
+everything needed to resume).
+
+Example:
+    >>> node = ProviderNode(market=market, sender=sender, state=NodeState(path),
+    ...                     runner=runner, policy=NodePolicy(price=2, capacity=2))
+    >>> node.start()
+    >>> ...
+    >>> node.stop(timeout=30)
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from eth_utils.address import to_checksum_address
+from hexbytes import HexBytes
+
+from chain_scheduler import (
+    EventWatcher,
+    JobId,
+    JobStatus,
+    JobTerms,
+    Market,
+    MarketEvent,
+    Round,
+    SlotState,
+    TxSender,
+    commitment,
+    decode_revert,
+    errors,
+)
+from chain_scheduler import Job as ChainJob
+from chain_scheduler import Slot as ChainSlot
+from compute_node._behaviour import Behaviour
+from compute_node._policy import NodePolicy, decide
+from compute_node._runner import JobRunner, RunOutcome
+from compute_node._state import JobPhase, JobRecord, NodeState, StateError
+from compute_node.executors._docker import DockerExecutorError
+from storage import BackendError
+
+logger = logging.getLogger(__name__)
+
+#: Chain ids of local development chains (anvil, hardhat, ganache): the only chains
+#: on which a node may run a cheating behaviour.
+DEVNET_CHAIN_IDS = frozenset({31337, 1337})
+
+#: Phases in which a job occupies the node's capacity (the slot is held, no commit yet).
+_BUSY = frozenset({JobPhase.BIDDING, JobPhase.ASSIGNED, JobPhase.RUNNING})
+#: Job statuses that have a phase deadline a keeper may enforce with ``timeout``.
+_TIMED = frozenset({JobStatus.OPEN, JobStatus.RUNNING, JobStatus.REVEALING})
+
+
+class NodeStatus(enum.StrEnum):
+    """What the node is doing, for logs and status displays."""
+
+    CREATED = "created"
+    STARTING = "starting"  # connecting to the chain, resuming pending transactions
+    RUNNING = "running"
+    DEGRADED = "degraded"  # the RPC node does not answer; retrying with backoff
+    DRAINING = "draining"  # stop requested: no new bids, running jobs finish
+    STOPPED = "stopped"
+    FAILED = "failed"  # a configuration the node refuses to run with; see `error`
+
+
+class NodeRefused(Exception):
+    """The node will not run with this configuration on this chain (it stops; not retried)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Posted:
+    """What a job's ``JobPosted`` event tells the node."""
+
+    terms: JobTerms
+    spec_cid: str
+
+
+class _ChainClock:
+    """The chain's time: the latest block's timestamp plus the wall time since it was first seen.
+
+    A devnet mines only on transactions, so the latest timestamp alone can lag far
+    behind the time the next block (our transaction) will carry.
+    """
+
+    def __init__(self) -> None:
+        self._number = -1
+        self._timestamp = 0
+        self._seen = 0.0
+
+    def observe(self, number: int, timestamp: int) -> None:
+        if number != self._number:
+            self._number, self._timestamp, self._seen = number, timestamp, time.monotonic()
+
+    def now(self) -> int:
+        return self._timestamp + int(time.monotonic() - self._seen)
+
+
+class ProviderNode:
+    """The provider daemon for one account (see the module docstring for the loop).
+
+    Args:
+        market: The contract binding, sending as the provider through ``sender``.
+        sender: The provider's transaction sender, journalling into ``state``.
+        state: The node's durable state (opened by :meth:`start`).
+        runner: Fetches, executes, stores and meters a job.
+        policy: What the node bids for and at what price.
+        behaviour: How the node behaves; anything but honest needs ``devnet=True``
+            and a devnet chain id (31337, 1337).
+        devnet: The operator says this is a devnet (``compute-node run --devnet``).
+        poll_interval: Seconds between ticks when the node is caught up.
+        confirmations: Blocks the watcher stays behind the head.
+        start_block: First block to watch on a fresh state (None: ``lookback``
+            blocks before the head when the node first connects).
+        lookback: Blocks before the head a fresh node starts watching from.
+        withdraw_threshold: Withdraw the credit once it reaches this many wei (None: never).
+        keeper: Call ``timeout`` and ``finalize`` for the node's jobs.
+        max_backoff: Longest pause between retries while the RPC node is down.
+        keeper_retry: Seconds before retrying a refused keeper or job transaction.
+
+    Example:
+        >>> node = ProviderNode(market=market, sender=sender, state=state, runner=runner,
+        ...                     policy=NodePolicy(price=2))
+        >>> node.start(); node.join()
+    """
+
+    def __init__(
+        self,
+        *,
+        market: Market,
+        sender: TxSender,
+        state: NodeState,
+        runner: JobRunner,
+        policy: NodePolicy,
+        behaviour: Behaviour = Behaviour.HONEST,
+        devnet: bool = False,
+        poll_interval: float = 1.0,
+        confirmations: int = 0,
+        start_block: int | None = None,
+        lookback: int = 1000,
+        withdraw_threshold: int | None = 10**16,
+        keeper: bool = True,
+        max_backoff: float = 30.0,
+        keeper_retry: float = 2.0,
+    ) -> None:
+        behaviour = Behaviour(behaviour)
+        if behaviour != Behaviour.HONEST and not devnet:
+            raise ValueError(
+                f"Behaviour {behaviour.value!r} cheats and is for devnets only: pass devnet=True "
+                "(compute-node run --devnet) on a local chain, or run honest."
+            )
+        if market.account != sender.address:
+            raise ValueError(f"The market sends as {market.account} but the sender signs for {sender.address}.")
+        if poll_interval <= 0:
+            raise ValueError(f"poll_interval must be positive, got {poll_interval}")
+        self.market = market
+        self.sender = sender
+        self.state = state
+        self.runner = runner
+        self.policy = policy
+        self.behaviour = behaviour
+        self.devnet = devnet
+        self.poll_interval = poll_interval
+        self.confirmations = confirmations
+        self.start_block = start_block
+        self.lookback = lookback
+        self.withdraw_threshold = withdraw_threshold
+        self.keeper = keeper
+        self.max_backoff = max_backoff
+        self.keeper_retry = keeper_retry
+        self.address = to_checksum_address(market.account)
+
+        self.status = NodeStatus.CREATED
+        self.error: str | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._abort = threading.Event()
+        self._wake = threading.Event()
+        self._lock = threading.RLock()
+        self._records: dict[int, JobRecord] = {}
+        self._posted: dict[int, _Posted] = {}
+        self._workers: dict[int, threading.Thread] = {}
+        self._deferred: dict[tuple[int, Round], float] = {}
+        self._hold: dict[tuple[int, str], float] = {}
+        self._said: set[tuple[int, str]] = set()
+        self._clock = _ChainClock()
+        self._watcher: EventWatcher | None = None
+        self._connected = False
+        self._needs_resume = True
+        self._check_credit = True
+        self._next_credit_check = 0.0
+        self._pruned_at = 0
+        self._registered_warned = False
+
+    # ------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        """Open the state file and start the loop thread (which connects, with retries)."""
+        if self._thread is not None:
+            raise RuntimeError("ProviderNode.start() was already called; make a new node to run again.")
+        self.state.open()
+        with self._lock:
+            self._records = {int(r.job_id): r for r in self.state.in_flight()}
+        if self._records:
+            logger.info("resuming %d job(s) in flight: %s", len(self._records), sorted(self._records))
+        self.status = NodeStatus.STARTING
+        self._thread = threading.Thread(target=self._run, name=f"provider-{self.address[:10]}", daemon=True)
+        self._thread.start()
+
+    def request_stop(self) -> None:
+        """Stop bidding, let running jobs finish and commit, then end the loop (returns at once)."""
+        if not self._stopping.is_set():
+            logger.info("stop requested: no new bids; finishing %d running job(s)", self._executing())
+        self._stopping.set()
+        self._wake.set()
+
+    def abort(self) -> None:
+        """End the loop after its current step; running executions are abandoned (they resume on restart)."""
+        self._stopping.set()
+        self._abort.set()
+        self._wake.set()
+
+    def stop(self, timeout: float | None = 30.0) -> bool:
+        """Stop gracefully, waiting up to ``timeout`` seconds, then abort.
+
+        Returns:
+            True when the loop has ended.
+        """
+        self.request_stop()
+        if self.join(timeout):
+            return True
+        logger.warning("running jobs did not finish within %.0fs; abandoning them (they resume on restart)", timeout)
+        self.abort()
+        return self.join(10.0)
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the loop to end; True when it has."""
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def jobs(self) -> list[JobRecord]:
+        """The jobs in flight, as the node last recorded them."""
+        with self._lock:
+            return sorted(self._records.values(), key=lambda r: r.job_id)
+
+    # ------------------------------------------------------------------ loop
+
+    def _run(self) -> None:
+        backoff = self.poll_interval
+        outage_since: float | None = None
+        try:
+            while not self._abort.is_set():
+                drained = self._stopping.is_set() and self._executing() == 0
+                try:
+                    caught_up = self._tick()
+                except NodeRefused as exc:
+                    self.error = str(exc)
+                    self.status = NodeStatus.FAILED
+                    logger.error("%s", exc)
+                    return
+                except (errors.ChainUnavailable, OSError) as exc:
+                    self._needs_resume = True
+                    if drained:
+                        logger.warning("stopping while the RPC node is unavailable (%s)", _one_line(exc))
+                        break
+                    if outage_since is None:
+                        outage_since = time.monotonic()
+                        self.status = NodeStatus.DEGRADED
+                        logger.warning(
+                            "RPC node %s unavailable (%s); retrying with backoff up to %.0fs",
+                            _endpoint(self.market), _one_line(exc), self.max_backoff,
+                        )  # fmt: skip
+                    else:
+                        logger.info("RPC node still unavailable after %.0fs; next try in %.1fs",
+                                    time.monotonic() - outage_since, backoff)  # fmt: skip
+                    self._pause(backoff)
+                    backoff = min(backoff * 2, self.max_backoff)
+                    continue
+                except StateError:
+                    raise
+                except Exception:
+                    logger.exception("unexpected error in the node loop; retrying in %.1fs", backoff)
+                    self._pause(backoff)
+                    backoff = min(backoff * 2, self.max_backoff)
+                    continue
+                if outage_since is not None:
+                    logger.warning("RPC node back after %.0fs", time.monotonic() - outage_since)
+                    outage_since = None
+                backoff = self.poll_interval
+                self.status = NodeStatus.DRAINING if self._stopping.is_set() else NodeStatus.RUNNING
+                if drained:
+                    break
+                if caught_up:
+                    self._pause(self.poll_interval)
+        except Exception as exc:
+            self.error = f"{exc.__class__.__name__}: {exc}"
+            self.status = NodeStatus.FAILED
+            logger.exception("node loop failed")
+            return
+        self._finish()
+
+    def _pause(self, seconds: float) -> None:
+        self._wake.wait(seconds)
+        self._wake.clear()
+
+    def _finish(self) -> None:
+        aborted = self._abort.is_set()
+        in_flight = self.jobs()
+        try:
+            pending = self.state.pending()
+        except StateError:
+            pending = []
+        if pending and not aborted:
+            logger.info("flushing %d pending transaction(s) before stopping", len(pending))
+            try:
+                self.sender.resume()
+                pending = self.state.pending()
+            except errors.ChainSchedulerError as exc:
+                logger.warning("could not flush pending transactions (%s); they are sent on restart", exc)
+        self.status = NodeStatus.STOPPED
+        logger.info(
+            "node stopped%s: %d job(s) in flight resume on restart, %d pending transaction(s) journalled",
+            " at once" if aborted else "", len(in_flight), len(pending),
+        )  # fmt: skip
+
+    def _tick(self) -> bool:
+        """One pass: connect if needed, read events, reconcile jobs, withdraw. True when caught up."""
+        if not self._connected:
+            self._connect()
+        if self._needs_resume:
+            finished = self.sender.resume()
+            for tx, receipt in finished:
+                logger.info("resumed %s: %s", tx.label, "mined" if receipt is not None else "dropped")
+            self._needs_resume = False
+        w3 = self.market.w3
+        latest = self._rpc(lambda: w3.eth.get_block("latest"))
+        self._clock.observe(int(latest["number"]), int(latest["timestamp"]))
+        assert self._watcher is not None
+        caught_up = True
+        if not self._stopping.is_set():
+            # While stopping no event is read, so the cursor stays put and a restart sees them.
+            batch = self._watcher.poll()
+            for event in batch.events:
+                self._on_event(event)
+            batch.commit()
+            self._prune(batch.to_block)
+            self._retry_deferred()
+            caught_up = batch.caught_up
+        for record in self.jobs():
+            if self._abort.is_set():
+                break
+            if self._held(int(record.job_id), "reconcile"):
+                continue
+            try:
+                self._reconcile(record)
+            except (errors.ChainUnavailable, OSError, NodeRefused, StateError):
+                raise
+            except errors.ChainSchedulerError as exc:
+                logger.warning("job_id=%s: %s", record.job_id, exc)
+            except Exception:
+                # One job's trouble must not stall the others: log it, look again later.
+                self._hold[(int(record.job_id), "reconcile")] = time.monotonic() + 30.0
+                logger.exception("job_id=%s: unexpected error; looking at the job again in 30s", record.job_id)
+        self._maybe_withdraw()
+        return caught_up
+
+    def _connect(self) -> None:
+        chain_id = int(self._rpc(lambda: self.market.w3.eth.chain_id))
+        if self.devnet and chain_id not in DEVNET_CHAIN_IDS:
+            raise NodeRefused(
+                f"--devnet was given but chain id {chain_id} is not a devnet ({sorted(DEVNET_CHAIN_IDS)}). "
+                "Drop --devnet (and any cheating behaviour) to run on this chain."
+            )
+        code = self._rpc(lambda: self.market.w3.eth.get_code(self.market.address))
+        if not code:
+            raise NodeRefused(f"No contract at {self.market.address} on chain {chain_id}: check --contract and --rpc.")
+        self.sender.start()
+        if self._watcher is None:
+            start = self.start_block
+            if start is None and self.state.load() is None:
+                head = int(self._rpc(lambda: self.market.w3.eth.block_number))
+                start = max(0, head - self.lookback)
+            self._watcher = EventWatcher(
+                market=self.market, cursor=self.state, start_block=start or 0, confirmations=self.confirmations
+            )
+        provider = self.market.provider(self.address)
+        logger.info(
+            "node %s ready on chain %d, contract %s: behaviour %s, price %d, capacity %d, "
+            "watching from block %d, stake free %d locked %d%s",
+            self.address, chain_id, self.market.address, self.behaviour.value, self.policy.price,
+            self.policy.capacity, self._watcher.next_block(), provider.free, provider.locked,
+            "" if provider.registered else " (NOT REGISTERED: run compute-node register)",
+        )  # fmt: skip
+        self._connected = True
+
+    def _rpc(self, call: Callable[[], Any]) -> Any:
+        try:
+            return call()
+        except (ConnectionError, OSError) as exc:
+            raise errors.ChainUnavailable(f"{exc.__class__.__name__}: {exc}") from exc
+
+    # ---------------------------------------------------------------- events
+
+    def _on_event(self, event: MarketEvent) -> None:
+        job_id = event.job_id
+        try:
+            if event.name == "JobPosted" and job_id is not None:
+                self._posted[job_id] = _Posted(
+                    terms=JobTerms.from_abi(event.args["terms"]), spec_cid=str(event.args["specCid"])
+                )
+                self._consider(job_id, Round.MAIN, event)
+            elif event.name == "RoundOpened" and job_id is not None:
+                self._consider(job_id, Round(event.args["round"]), event)
+            elif event.name == "SlotSlashed" and job_id is not None and event.args.get("reopened"):
+                self._consider(job_id, Round.MAIN, event)
+            elif event.name == "BiddingClosed" and job_id is not None:
+                self._note_seed(job_id, bytes(event.args["seed"]))
+            elif event.name in ("ProviderPaid", "Withdrawn", "JobFinalized", "JobFailed", "JobCancelled"):
+                self._check_credit = True
+        except (errors.ChainUnavailable, OSError, NodeRefused):
+            raise
+        except errors.ChainSchedulerError as exc:
+            logger.warning("job_id=%s: handling %s failed: %s", job_id, event.name, exc)
+        except StateError:
+            raise
+        except Exception:
+            # A poison event must not stall the cursor forever.
+            logger.exception("job_id=%s: handling %s at block %d failed", job_id, event.name, event.block_number)
+
+    def _note_seed(self, job_id: int, seed: bytes) -> None:
+        with self._lock:
+            record = self._records.get(job_id)
+            if record is not None and record.seed is None and record.slot is not None:
+                self._save(replace(record, seed=seed))
+
+    def _consider(self, job_id: int, round_: Round, event: MarketEvent | None) -> None:
+        """A chance to bid for a slot of ``round_``: decide, then bid."""
+        if self._stopping.is_set():
+            return
+        if event is not None and self.state.is_handled(event.tx_hash, event.log_index):
+            return
+        outcome = self._try_bid(job_id, round_)
+        if outcome == "defer":
+            self._deferred[(job_id, round_)] = time.monotonic()
+        if event is not None:
+            self.state.mark_handled(event.tx_hash, event.log_index, block=event.block_number)
+
+    def _retry_deferred(self) -> None:
+        if not self._deferred or self._running() >= self.policy.capacity:
+            return
+        for key in sorted(self._deferred, key=self._deferred.__getitem__):
+            if self._running() >= self.policy.capacity:
+                return
+            del self._deferred[key]
+            if self._try_bid(*key) == "defer":
+                self._deferred[key] = time.monotonic()
+
+    def _try_bid(self, job_id: int, round_: Round) -> str:
+        """Bid if the job is open for ``round_`` and the policy agrees: "bid", "skip" or "defer"."""
+        existing = self._record(job_id)
+        if existing is not None and not (existing.phase == JobPhase.ABANDONED and existing.slot is None):
+            return "skip"  # one slot per job: verifiers must be fresh, and we hold or held one
+        posted = self._job_posted(job_id)
+        terms = posted.terms
+        job = self.market.job(job_id)
+        if job.status != JobStatus.OPEN or job.round != round_ or self._clock.now() >= job.deadline:
+            logger.debug("job_id=%s not open for %s bids (status %s)", job_id, round_.name.lower(), job.status.name)
+            return "skip"
+        _first, count = _slot_range(round_, terms)
+        window = round_ == Round.MAIN and terms.bid_window > 0 and job.committed == 0
+        if job.filled >= count and not window:
+            logger.debug("job_id=%s: every %s slot is taken", job_id, round_.name.lower())
+            return "skip"
+        provider = self.market.provider(self.address)
+        if not provider.registered:
+            if not self._registered_warned:
+                logger.warning("%s is not a registered provider: run compute-node register", self.address)
+                self._registered_warned = True
+            return "skip"
+        decision = decide(self.policy, terms, round=round_, free_stake=provider.free, running=self._running())
+        logger.info("job_id=%s %s round: %s", job_id, round_.name.lower(), decision.reason)
+        if not decision.take:
+            return "defer" if self._running() >= self.policy.capacity else "skip"
+        self._bid(job_id, round_, terms, decision.price)
+        return "bid"
+
+    def _bid(self, job_id: int, round_: Round, terms: JobTerms, price: int) -> None:
+        record = self._save(JobRecord(job_id=JobId(job_id), phase=JobPhase.BIDDING, round=int(round_)))
+        try:
+            result = self.market.bid(job_id, price, terms)
+        except errors.ContractError as exc:
+            self._save(replace(record, phase=JobPhase.ABANDONED, error=f"bid refused: {exc}"))
+            logger.info("job_id=%s bid refused: %s", job_id, exc)
+            return
+        except errors.TransactionFailed as exc:
+            # Maybe mined later: the next reconcile looks for our slot.
+            self._needs_resume = True
+            logger.warning("job_id=%s bid not confirmed yet: %s", job_id, exc)
+            return
+        slot = None
+        seed = None
+        for e in result.events:
+            if e.name == "SlotAssigned" and to_checksum_address(e.args["provider"]) == self.address:
+                slot = int(e.args["slot"])
+            elif e.name == "BiddingClosed":
+                seed = bytes(e.args["seed"])
+        if slot is None:
+            self._save(replace(record, phase=JobPhase.ABANDONED, error="bid mined without a slot"))
+            logger.warning("job_id=%s bid mined but no slot was assigned to us", job_id)
+            return
+        self._save(replace(record, phase=JobPhase.ASSIGNED, slot=slot, seed=seed))
+        logger.info("job_id=%s holds slot %d (%s round) at price %d", job_id, slot, round_.name.lower(), price)
+
+    # ------------------------------------------------------------- reconcile
+
+    def _reconcile(self, record: JobRecord) -> None:
+        """Bring one job forward from what the contract says now."""
+        job_id = int(record.job_id)
+        posted = self._job_posted(job_id)
+        terms = posted.terms
+        job = self.market.job(job_id)
+        if record.phase == JobPhase.BIDDING or record.slot is None:
+            self._find_slot(record, terms)
+            return
+        slot = self.market.slot(job_id, record.slot)
+        if slot.provider != self.address:
+            if record.phase == JobPhase.ASSIGNED:
+                self._save(replace(record, phase=JobPhase.ABANDONED, error="lost the slot to a cheaper bid"))
+                logger.info("job_id=%s lost slot %d to a cheaper bid", job_id, record.slot)
+            else:
+                self._save(replace(record, phase=JobPhase.SETTLED, error="slot reassigned after a missed deadline"))
+                logger.warning("job_id=%s slot %d was reassigned: we missed a deadline", job_id, record.slot)
+            return
+        if slot.state == SlotState.SLASHED:
+            self._save(replace(record, phase=JobPhase.SETTLED, error="slashed"))
+            logger.warning("job_id=%s slot %d SLASHED (collateral %d wei lost)", job_id, record.slot, terms.collateral)
+            return
+        if slot.state == SlotState.SETTLED:
+            self._save(replace(record, phase=JobPhase.SETTLED, error=None))
+            logger.info("job_id=%s settled: slot %d paid, collateral released", job_id, record.slot)
+            self._check_credit = True
+            return
+        if job.status.terminal:
+            self._save(replace(record, phase=JobPhase.SETTLED, error=f"job {job.status.name.lower()}"))
+            logger.info("job_id=%s is %s; nothing more to do", job_id, job.status.name.lower())
+            return
+        my_round = _round_of(record.slot, terms)
+        if slot.state == SlotState.ASSIGNED:
+            if job.status == JobStatus.RUNNING and job.round == my_round:
+                self._run_or_commit(record, posted, job, slot)
+        elif slot.state == SlotState.COMMITTED:
+            if record.phase != JobPhase.COMMITTED:
+                record = self._save(replace(record, phase=JobPhase.COMMITTED))
+            if job.status == JobStatus.REVEALING:
+                self._reveal(record, terms, job)
+        elif slot.state == SlotState.REVEALED and record.phase != JobPhase.REVEALED:
+            self._save(replace(record, phase=JobPhase.REVEALED))
+        self._keep(job_id, terms, job)
+
+    def _find_slot(self, record: JobRecord, terms: JobTerms) -> None:
+        """A bid whose outcome we did not see (crash, outage): look for our slot."""
+        job_id = int(record.job_id)
+        for slot in self.market.slots(job_id, terms):
+            if slot.provider == self.address and slot.state != SlotState.EMPTY:
+                self._save(
+                    replace(record, phase=JobPhase.ASSIGNED, slot=slot.index, round=int(_round_of(slot.index, terms)))
+                )
+                logger.info("job_id=%s: our bid landed, slot %d", job_id, slot.index)
+                return
+        self._save(replace(record, phase=JobPhase.ABANDONED, error="bid did not land"))
+        logger.info("job_id=%s: our bid did not land", job_id)
+
+    def _run_or_commit(self, record: JobRecord, posted: _Posted, job: ChainJob, slot: ChainSlot) -> None:
+        job_id = int(record.job_id)
+        assert record.slot is not None
+        if self.behaviour == Behaviour.COPYCAT:
+            self._copy_commitment(record, posted.terms, job)
+            return
+        if record.result_cid is not None and record.salt is not None and record.usage is not None:
+            self._commit(record, posted.terms, job)
+            return
+        if record.error is not None or job_id in self._workers or self._stopping.is_set() or self._held(job_id, "run"):
+            return  # failed (waits for the timeout), executing, not starting new work, or retrying later
+        if record.seed is None:
+            seed = self._find_seed(job_id)
+            if seed is None:
+                return
+            record = self._save(replace(record, seed=seed))
+        record = self._save(replace(record, phase=JobPhase.RUNNING))
+        assert record.seed is not None
+        worker = threading.Thread(
+            target=self._execute,
+            args=(record, posted, slot.price),
+            name=f"job-{job_id}",
+            daemon=True,  # abandoned on abort: the job re-runs after a restart
+        )
+        with self._lock:
+            self._workers[job_id] = worker
+        logger.info("job_id=%s running (slot %d, commit by %d)", job_id, record.slot, job.deadline)
+        worker.start()
+
+    def _find_seed(self, job_id: int) -> bytes | None:
+        closed = self.market.events(names=("BiddingClosed",), job_id=job_id)
+        return bytes(closed[-1].args["seed"]) if closed else None
+
+    def _execute(self, record: JobRecord, posted: _Posted, price: int) -> None:
+        """Worker thread: run the job and record the result with a fresh salt (no transactions here)."""
+        job_id = int(record.job_id)
+        assert record.seed is not None
+        try:
+            outcome = self.runner.run(
+                job_id=job_id,
+                terms=posted.terms,
+                spec_cid=posted.spec_cid,
+                seed=record.seed,
+                price=price,
+                behaviour=self.behaviour,
+            )
+        except (BackendError, DockerExecutorError, errors.ChainUnavailable, OSError) as exc:
+            # The node's own infrastructure (store, engine, RPC, disk): retry later, record nothing.
+            self._hold[(job_id, "run")] = time.monotonic() + max(self.keeper_retry, 5.0)
+            logger.warning("job_id=%s could not run now (%s); retrying", job_id, _one_line(exc))
+            with self._lock:
+                self._workers.pop(job_id, None)
+            self._wake.set()
+            return
+        except Exception as exc:
+            logger.exception("job_id=%s execution crashed", job_id)
+            outcome = RunOutcome(result_cid=None, usage=0, receipt={}, receipt_cid=None, error=_one_line(exc))
+        try:
+            with self._lock:
+                current = self._records.get(job_id)
+                if current is None or current.phase != JobPhase.RUNNING or current.result_cid is not None:
+                    logger.info("job_id=%s finished after the node moved on; result dropped", job_id)
+                    return
+                if outcome.result_cid is None:
+                    self._save(replace(current, error=outcome.error or "the job could not run"))
+                    logger.warning("job_id=%s could not run: %s", job_id, outcome.error)
+                    return
+                # Durable before the commit is sent: after a crash the node reveals from this row.
+                self._save(
+                    replace(
+                        current,
+                        result_cid=outcome.result_cid,
+                        usage=int(outcome.usage),
+                        receipt_cid=outcome.receipt_cid,
+                        salt=secrets.token_bytes(32),
+                        error=None,
+                    )
+                )
+            logger.info("job_id=%s result %s usage %d (receipt %s)", job_id, outcome.result_cid, outcome.usage,
+                        outcome.receipt_cid)  # fmt: skip
+        except StateError as exc:
+            logger.warning("job_id=%s result not recorded (%s); it re-runs on restart", job_id, exc)
+        finally:
+            with self._lock:
+                self._workers.pop(job_id, None)
+            self._wake.set()
+
+    def _commit(self, record: JobRecord, terms: JobTerms, job: ChainJob) -> None:
+        job_id = int(record.job_id)
+        assert record.slot is not None and record.result_cid is not None
+        assert record.salt is not None and record.usage is not None
+        if self.behaviour == Behaviour.SLOW:
+            if self._clock.now() < job.deadline:
+                self._say(
+                    job_id, "slow", "job_id=%s slow: holding the commit until after the deadline %d", job.deadline
+                )
+                return
+            if (job_id, "slowlate") in self._said:
+                return
+            self._said.add((job_id, "slowlate"))  # one late attempt, which the contract refuses
+        if self._held(job_id, "commit"):
+            return
+        sealed = commitment(job_id, self.address, record.result_cid, record.usage, record.salt)
+        try:
+            self.market.commit(job_id, record.slot, sealed, terms)
+        except errors.ContractError as exc:
+            self._hold_for(job_id, "commit")
+            logger.warning("job_id=%s commit refused: %s", job_id, exc)
+            return
+        self._save(replace(record, phase=JobPhase.COMMITTED))
+        logger.info("job_id=%s committed slot %d", job_id, record.slot)
+
+    def _reveal(self, record: JobRecord, terms: JobTerms, job: ChainJob) -> None:
+        job_id = int(record.job_id)
+        assert record.slot is not None
+        if self.behaviour == Behaviour.SILENT:
+            self._say(job_id, "silent", "job_id=%s silent: never revealing", None)
+            return
+        if self.behaviour == Behaviour.COPYCAT:
+            self._reveal_copy(record, terms)
+            return
+        if record.result_cid is None or record.salt is None or record.usage is None:
+            self._say(job_id, "nosalt", "job_id=%s committed but the result and salt are not on record", None)
+            return
+        if self._held(job_id, "reveal"):
+            return
+        try:
+            self.market.reveal(job_id, record.slot, record.result_cid, record.usage, record.salt, terms)
+        except errors.ContractError as exc:
+            self._hold_for(job_id, "reveal")
+            logger.warning("job_id=%s reveal refused: %s", job_id, exc)
+            return
+        self._save(replace(record, phase=JobPhase.REVEALED))
+        logger.info("job_id=%s revealed slot %d: %s usage %d", job_id, record.slot, record.result_cid, record.usage)
+
+    # --------------------------------------------------------------- copycat
+
+    def _others_commits(self, job_id: int) -> list[tuple[int, bytes]]:
+        """(slot, commitment) of other providers' commit transactions in this job, oldest first."""
+        out = []
+        for e in self.market.events(names=("ResultCommitted",), job_id=job_id):
+            if to_checksum_address(e.args["provider"]) == self.address:
+                continue
+            args = self._tx_args(e.tx_hash)
+            out.append((int(e.args["slot"]), bytes(args["commitment"])))
+        return out
+
+    def _tx_args(self, tx_hash: str) -> dict[str, Any]:
+        """The decoded arguments of a market transaction, read from its input data."""
+        tx = self._rpc(lambda: self.market.w3.eth.get_transaction(HexBytes(tx_hash)))
+        _fn, args = self.market.contract.decode_function_input(HexBytes(tx["input"]))
+        return dict(args)
+
+    def _copy_commitment(self, record: JobRecord, terms: JobTerms, job: ChainJob) -> None:
+        """COPYCAT: commit the commitment hash another provider sent, without running anything."""
+        job_id = int(record.job_id)
+        assert record.slot is not None
+        if record.phase != JobPhase.RUNNING:
+            record = self._save(replace(record, phase=JobPhase.RUNNING))
+        others = self._others_commits(job_id)
+        if not others:
+            self._say(job_id, "copywait", "job_id=%s copycat: waiting for another provider's commitment", None)
+            return
+        if self._held(job_id, "commit"):
+            return
+        source, sealed = others[0]
+        assert record.slot is not None
+        try:
+            self.market.commit(job_id, record.slot, sealed, terms)
+        except errors.ContractError as exc:
+            self._hold_for(job_id, "commit")
+            logger.warning("job_id=%s copycat commit refused: %s", job_id, exc)
+            return
+        self._save(replace(record, phase=JobPhase.COMMITTED, error=f"copycat: copied slot {source}'s commitment"))
+        logger.info("job_id=%s copycat: committed slot %d's commitment %s", job_id, source, sealed.hex()[:16])
+
+    def _reveal_copy(self, record: JobRecord, terms: JobTerms) -> None:
+        """COPYCAT: try to open the copied commitment with the other provider's revealed values."""
+        job_id = int(record.job_id)
+        assert record.slot is not None
+        if (job_id, "copyreveal") in self._said:
+            return
+        mine = self.market.slot(job_id, record.slot).sealed
+        source = next((s for s, c in self._others_commits(job_id) if c == mine), None)
+        revealed = [
+            e for e in self.market.events(names=("ResultRevealed",), job_id=job_id) if int(e.args["slot"]) == source
+        ]
+        if not revealed:
+            self._say(job_id, "copyrevealwait", "job_id=%s copycat: waiting for slot %s to reveal", source)
+            return
+        args = self._tx_args(revealed[0].tx_hash)
+        self._said.add((job_id, "copyreveal"))
+        try:
+            self.market.reveal(job_id, record.slot, args["resultCid"], int(args["usage"]), bytes(args["salt"]), terms)
+        except errors.ContractError as exc:
+            logger.warning("job_id=%s copycat: revealing slot %s's result refused: %s", job_id, source, exc)
+            return
+        logger.error("job_id=%s copycat: the copied reveal was ACCEPTED; the commitment does not bind", job_id)
+
+    # ---------------------------------------------------------------- keeper
+
+    def _keep(self, job_id: int, terms: JobTerms, job: ChainJob) -> None:
+        """Move the job past a passed deadline: timeout, close bidding, or finalize."""
+        if not self.keeper:
+            return
+        now = self._clock.now()
+        action: str | None = None
+        if job.status == JobStatus.SUCCEEDED and now >= job.deadline:
+            action = "finalize"
+        elif job.status in _TIMED and now >= job.deadline:
+            action = "timeout"
+        elif (
+            job.status == JobStatus.OPEN
+            and job.round == Round.MAIN
+            and terms.bid_window
+            and job.filled == terms.k
+            and now >= job.deadline - terms.fill_timeout + terms.bid_window
+        ):
+            action = "close_bidding"
+        if action is None or self._held(job_id, action):
+            return
+        fn = {
+            "finalize": self.market.contract.functions.finalize,
+            "timeout": self.market.contract.functions.timeout,
+            "close_bidding": self.market.contract.functions.closeBidding,
+        }[action]
+        # A dry run first: another keeper may have moved the job already.
+        try:
+            self._rpc(lambda: fn(job_id, terms.as_abi()).call({"from": self.address}, block_identifier="pending"))
+        except errors.ChainUnavailable:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a revert, decoded for the log; anything else: send anyway
+            reason = decode_revert(exc)
+            if reason is not None:
+                self._hold_for(job_id, action)
+                logger.debug("job_id=%s keeper %s not possible now: %s", job_id, action, reason)
+                return
+            logger.debug("job_id=%s keeper %s dry run failed (%s); sending anyway", job_id, action, _one_line(exc))
+        send: Callable[[], Any] = {
+            "finalize": lambda: self.market.finalize(job_id, terms),
+            "timeout": lambda: self.market.timeout(job_id, terms),
+            "close_bidding": lambda: self.market.close_bidding(job_id, terms),
+        }[action]
+        try:
+            result = send()
+        except errors.ContractError as exc:
+            self._hold_for(job_id, action)
+            logger.info("job_id=%s keeper %s refused (another keeper first?): %s", job_id, action, exc)
+            return
+        self._hold_for(job_id, action)
+        logger.info(
+            "job_id=%s keeper: %s (%s)", job_id, action, ", ".join(e.name for e in result.events) or "no events"
+        )
+
+    # -------------------------------------------------------------- withdraw
+
+    def _maybe_withdraw(self) -> None:
+        if self.withdraw_threshold is None:
+            return
+        now = time.monotonic()
+        if not self._check_credit and now < self._next_credit_check:
+            return
+        self._check_credit = False
+        self._next_credit_check = now + 30.0
+        credit = self.market.credit_of(self.address)
+        if credit <= 0 or credit < self.withdraw_threshold:
+            return
+        try:
+            self.market.withdraw()
+        except errors.ContractError as exc:
+            logger.warning("withdraw of %d wei refused: %s", credit, exc)
+            return
+        logger.info("withdrew %d wei of credit to %s", credit, self.address)
+
+    # ------------------------------------------------------------- plumbing
+
+    def _job_posted(self, job_id: int) -> _Posted:
+        posted = self._posted.get(job_id)
+        if posted is None:
+            event = self.market.job_posted(job_id)
+            posted = _Posted(terms=JobTerms.from_abi(event.args["terms"]), spec_cid=str(event.args["specCid"]))
+            self._posted[job_id] = posted
+        return posted
+
+    def _record(self, job_id: int) -> JobRecord | None:
+        with self._lock:
+            record = self._records.get(job_id)
+        return record if record is not None else self.state.get(job_id)
+
+    def _save(self, record: JobRecord) -> JobRecord:
+        with self._lock:
+            stored = self.state.upsert(record)
+            if stored.in_flight:
+                self._records[int(stored.job_id)] = stored
+            else:
+                self._records.pop(int(stored.job_id), None)
+            return stored
+
+    def _running(self) -> int:
+        with self._lock:
+            return sum(1 for r in self._records.values() if r.phase in _BUSY)
+
+    def _executing(self) -> int:
+        with self._lock:
+            return sum(1 for t in self._workers.values() if t.is_alive())
+
+    def _held(self, job_id: int, action: str) -> bool:
+        return time.monotonic() < self._hold.get((job_id, action), 0.0)
+
+    def _hold_for(self, job_id: int, action: str) -> None:
+        self._hold[(job_id, action)] = time.monotonic() + self.keeper_retry
+
+    def _say(self, job_id: int, key: str, message: str, arg: object) -> None:
+        """Log a waiting state once per job."""
+        if (job_id, key) in self._said:
+            return
+        self._said.add((job_id, key))
+        if arg is None:
+            logger.info(message, job_id)
+        else:
+            logger.info(message, job_id, arg)
+
+    def _prune(self, block: int) -> None:
+        if block - self._pruned_at < 5000:
+            return
+        self._pruned_at = block
+        dropped = self.state.forget_handled_before(max(0, block - 5000))
+        logger.debug("forgot %d handled-event keys before block %d", dropped, block - 5000)
+
+
+def _slot_range(round_: Round, terms: JobTerms) -> tuple[int, int]:
+    """First slot index and slot count of a round (the contract's ``_range``)."""
+    if round_ == Round.MAIN:
+        return 0, terms.k
+    if round_ == Round.AUDIT:
+        return terms.k, 1
+    return terms.k + 1, terms.verifiers
+
+
+def _round_of(slot: int, terms: JobTerms) -> Round:
+    if slot < terms.k:
+        return Round.MAIN
+    return Round.AUDIT if slot == terms.k else Round.VERIFY
+
+
+def _endpoint(market: Market) -> str:
+    return str(getattr(market.w3.provider, "endpoint_uri", "") or market.w3.provider)
+
+
+def _one_line(exc: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(exc).split())
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return f"{exc.__class__.__name__}: {text}"

@@ -1,0 +1,128 @@
+"""Which jobs a provider node takes: a pure function of its policy, the job's terms and its load.
+
+:func:`decide` does no I/O and keeps no state, so every rule is unit-tested
+without a chain. The node gathers the inputs (the terms from ``JobPosted``, its
+free stake from the contract, the jobs it is running) and asks before each bid.
+The contract checks the same things again (capabilities, stake, price); the
+policy only saves the node a transaction that would revert, and adds the rules
+the contract cannot know (capacity, the safety classes and job sizes the
+operator accepts).
+
+Example:
+    >>> policy = NodePolicy(price=2, capacity=2)
+    >>> decide(policy, terms, round=Round.MAIN, free_stake=10**18, running=0)
+    Decision(take=True, reason='take: price 2 <= max 5, 0/2 running', price=2)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from chain_scheduler import Executor, JobTerms, Round, SafetyClass
+
+__all__ = ["Decision", "NodePolicy", "decide"]
+
+
+@dataclass(frozen=True, slots=True)
+class NodePolicy:
+    """What a provider node offers and accepts.
+
+    Attributes:
+        price: Wei per metered unit the node bids (Wasm fuel, Docker cpu-ms).
+        capacity: Jobs the node holds a slot in and has not committed yet, at most.
+        executors: Executors the node can run.
+        capabilities: Extra capability bits the node has (``Capability.GPU`` ...),
+            beyond the executor bits.
+        safety_classes: Safety classes the node accepts.
+        rounds: Rounds the node bids in: the main replicas, audits, verifications.
+        max_units: Largest ``maxUnits`` the node accepts (None: any).
+    """
+
+    price: int
+    capacity: int = 1
+    executors: frozenset[Executor] = field(default_factory=lambda: frozenset({Executor.WASM}))
+    capabilities: int = 0
+    safety_classes: frozenset[SafetyClass] = field(
+        default_factory=lambda: frozenset({SafetyClass.DETERMINISTIC, SafetyClass.NONDESTRUCTIVE})
+    )
+    rounds: frozenset[Round] = field(default_factory=lambda: frozenset(Round))
+    max_units: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.price < 0:
+            raise ValueError(f"price must be >= 0 wei per unit, got {self.price}")
+        if self.capacity < 1:
+            raise ValueError(f"capacity must be at least 1 job, got {self.capacity}")
+        if self.max_units is not None and self.max_units < 1:
+            raise ValueError(f"max_units must be positive or None, got {self.max_units}")
+
+    @property
+    def capability_bits(self) -> int:
+        """Every capability bit the node holds: its executors' bits plus the extras."""
+        bits = self.capabilities
+        for executor in self.executors:
+            bits |= 1 << int(executor)
+        return bits
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Whether to bid for a job, why, and at what price.
+
+    Attributes:
+        take: True to bid.
+        reason: One line for the log, saying which rule decided.
+        price: The price per unit to bid (the policy's price).
+    """
+
+    take: bool
+    reason: str
+    price: int
+
+
+def decide(policy: NodePolicy, terms: JobTerms, *, round: Round, free_stake: int, running: int) -> Decision:
+    """Decide whether the node bids for a slot of ``round`` in a job with these terms.
+
+    The rules, in order (the first that fails decides): the round is one the node
+    serves; the executor is supported; every required capability is held; the
+    job's max price is at least the node's price; a job slot is free; the free
+    stake covers the collateral; the safety class is accepted; ``maxUnits`` is
+    within the node's limit.
+
+    Args:
+        policy: The node's policy.
+        terms: The job's terms.
+        round: The round whose slot would be taken.
+        free_stake: The node's free (unlocked) stake in wei, from the contract.
+        running: Jobs the node holds a slot in and has not committed yet.
+
+    Returns:
+        The decision; ``price`` is the policy's price either way.
+    """
+    price = policy.price
+
+    def no(reason: str) -> Decision:
+        return Decision(take=False, reason=reason, price=price)
+
+    if round not in policy.rounds:
+        return no(f"skip: this node does not serve {Round(round).name.lower()} rounds")
+    if terms.executor not in policy.executors:
+        return no(f"skip: executor {Executor(terms.executor).name.lower()} not supported here")
+    missing = terms.required_capabilities & ~policy.capability_bits
+    if missing:
+        return no(f"skip: missing capability bits {missing:#x} (job needs {terms.required_capabilities:#x})")
+    if terms.max_price < price:
+        return no(f"skip: max price {terms.max_price} is below this node's price {price}")
+    if running >= policy.capacity:
+        return no(f"skip: at capacity ({running}/{policy.capacity} running)")
+    if free_stake < terms.collateral:
+        return no(f"skip: free stake {free_stake} wei cannot cover the collateral {terms.collateral} wei")
+    if terms.safety not in policy.safety_classes:
+        return no(f"skip: safety class {SafetyClass(terms.safety).name.lower()} not accepted")
+    if policy.max_units is not None and terms.max_units > policy.max_units:
+        return no(f"skip: max units {terms.max_units} above this node's limit {policy.max_units}")
+    return Decision(
+        take=True,
+        reason=f"take: price {price} <= max {terms.max_price}, {running}/{policy.capacity} running",
+        price=price,
+    )
