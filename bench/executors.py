@@ -342,6 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     parser.add_argument("--only", action="append", default=[], help="run cases whose name contains this")
     parser.add_argument("--output", type=Path, default=RESULTS, help="where to write the JSON results")
+    parser.add_argument("--no-docker", action="store_true", help="skip the Docker cases (bench/executors_docker.py)")
     args = parser.parse_args(argv)
     _build_examples()
     cases = [c for c in CASES if not args.only or any(o in c.name for o in args.only)]
@@ -378,7 +379,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.output.relative_to(ROOT) if args.output.is_relative_to(ROOT) else args.output}")
-    return 0
+    if args.no_docker or args.only:
+        return 0
+    # The Docker cases live in their own script (they start an engine); run them in this same run.
+    print("\nDocker executor:", flush=True)
+    docker_args = ["--quick"] if args.quick else []
+    return subprocess.run([sys.executable, str(ROOT / "bench" / "executors_docker.py"), *docker_args]).returncode
 
 
 if __name__ == "__main__":
