@@ -525,6 +525,14 @@ class ProviderNode:
         logger.info("job_id=%s %s round: %s", job_id, round_.name.lower(), decision.reason)
         if not decision.take:
             return "defer" if self._running() >= self.policy.capacity else "skip"
+        try:
+            problem = self.runner.precheck(terms=terms, spec_cid=posted.spec_cid)
+        except BackendError as exc:
+            logger.warning("job_id=%s: the content store did not answer (%s); deciding again later", job_id, exc)
+            return "defer"
+        if problem is not None:
+            logger.warning("job_id=%s declined: %s", job_id, problem)
+            return "skip"
         self._bid(job_id, round_, terms, decision.price)
         return "bid"
 

@@ -369,6 +369,29 @@ class JobRunner:
         )
         return RunOutcome(result_cid=result_cid, usage=usage, receipt=receipt, receipt_cid=receipt_cid, error=error)
 
+    def precheck(self, *, terms: JobTerms, spec_cid: str) -> str | None:
+        """Why this node could not run the job, or None: checked BEFORE bidding.
+
+        A provider that bids on a job it cannot run misses the commit and is slashed, so
+        the spec is loaded and checked against the terms, the executor it names must be
+        configured here, and the artifact and every stored input must be in the store.
+        Parent inputs are resolved at run time (bids wait until parents are final).
+
+        Raises:
+            BackendError: The content store did not answer; decide again later.
+        """
+        try:
+            spec = self._load_spec(spec_cid)
+            spec.check_terms(terms)
+        except (_Declined, SpecError) as exc:
+            return str(exc)
+        if spec.executor not in self._executors:
+            return f"this node runs no {spec.executor} jobs"
+        for cid, what in [(spec.artifact, "artifact"), *((i.cid, f"input {i.path}") for i in spec.inputs if i.cid)]:
+            if not self._store.has(str(cid)):
+                return f"{what} {cid} is not in the content store"
+        return None
+
     # ------------------------------------------------------------------ fetching
 
     def _load_spec(self, spec_cid: str) -> JobSpec:

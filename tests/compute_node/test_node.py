@@ -544,6 +544,35 @@ def test_a_fourth_daemon_takes_the_audit_slot_and_confirms_the_result(
         assert chain.market.provider(provider).audited == 1
 
 
+def test_a_job_the_node_cannot_run_is_declined_before_bidding_and_the_node_carries_on(
+    chain: Chain, daemons: list[Daemon], wasm_examples: dict[str, Path]
+) -> None:
+    # Given one honest daemon
+    register(chain, 29)
+    daemons.append(Daemon(chain=chain, index=29, name="picky", price=2).start())
+    client = chain.market.with_account(devnet_account(1))
+
+    # When a client posts a job whose spec names a module that is in no store the node can read
+    with LocalStore(root=chain.work / "client-only-store") as elsewhere:
+        ghost = str(elsewhere.put_bytes(b"\0asm\1\0\0\0 only on the client's laptop"))
+    with LocalStore(root=chain.store_path) as store:
+        spec_cid = str(store.put_bytes(JobSpec(version=1, executor="wasm", artifact=ghost).to_bytes()))
+    bad_terms = JobTerms.create(
+        client=client.account, spec_cid=spec_cid, executor=Executor.WASM, max_price=5,
+        max_units=50_000_000, collateral=COLLATERAL, challenge_window=CHALLENGE_WINDOW,
+    )  # fmt: skip
+    bad_job = int(client.post_job(spec_cid, bad_terms))
+    # and then a good one
+    good_job, _ = post_wordcount_job(chain, wasm_examples, k=1, m=1)
+
+    # Then the node runs the good job to the end and never bids on the bad one (no slot to be slashed for)
+    finalize_after_challenge_window(chain, good_job, daemons)
+    assert not chain.events(bad_job, "SlotAssigned")
+    assert chain.market.job(bad_job).status == JobStatus.OPEN
+    assert f"job_id={bad_job} declined: artifact {ghost} is not in the content store" in daemons[0].log()
+    assert chain.market.provider(daemons[0].address).slashed == 0
+
+
 def test_register_command_stakes_and_declares_capabilities_without_printing_the_key(
     chain: Chain, tmp_path: Path
 ) -> None:

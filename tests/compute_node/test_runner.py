@@ -657,3 +657,36 @@ def test_a_parent_input_is_the_finalized_parents_outputs(
         for name, data in {"wc/stderr": b"", "wc/stdout": b"3 9 44 total\n", "wc/wc.txt": WC_TXT}.items()
     }
     assert sums == "".join(f"{digest}  {name}\n" for name, digest in sorted(expected.items()))
+
+
+# ------------------------------------------------------------- before bidding
+
+
+def test_precheck_accepts_a_runnable_job_and_names_what_is_missing_otherwise(
+    store: ContentStore,
+    make_runner: RunnerFactory,
+    wasm_executor: WasmExecutor,
+    wordcount_job: WasmJob,
+    tmp_path: Path,
+) -> None:
+    runner = make_runner({"wasm": wasm_executor})
+    assert runner.precheck(terms=wordcount_job.terms, spec_cid=wordcount_job.spec_cid) is None
+
+    # A spec whose module was stored somewhere else: bidding would only end in a missed commit.
+    with open_store(f"local:{tmp_path / 'elsewhere'}") as elsewhere:
+        ghost = str(elsewhere.put_bytes(b"\0asm\1\0\0\0 stored where this node does not look"))
+    spec_cid = put_spec(store, executor="wasm", artifact=ghost, inputs=[], description="ghost")
+    assert runner.precheck(terms=terms_for(spec_cid), spec_cid=spec_cid) == (
+        f"artifact {ghost} is not in the content store"
+    )
+
+    # A spec that is not in the store at all, and an executor this node does not run.
+    missing = runner.precheck(terms=terms_for(ghost), spec_cid=ghost)
+    assert missing is not None and ghost in missing
+    no_wasm = make_runner({})
+    assert no_wasm.precheck(terms=wordcount_job.terms, spec_cid=wordcount_job.spec_cid) == "this node runs no wasm jobs"
+
+    # Terms that do not match the spec (a Docker job pointing at a Wasm spec).
+    docker_terms = terms_for(wordcount_job.spec_cid, executor=ExecutorKind.DOCKER)
+    mismatch = runner.precheck(terms=docker_terms, spec_cid=wordcount_job.spec_cid)
+    assert mismatch is not None and "executor" in mismatch
