@@ -1,0 +1,321 @@
+"""The provider daemon beyond the main round: Docker jobs, escalation and client challenges.
+
+Like ``test_node.py`` (whose helpers this module reuses), every test runs real
+``compute-node run`` processes against a real anvil chain, and checks the
+outcome on chain. Here:
+
+- a nondestructive Docker job (k=3, m=2) on a real engine: the replicas agree
+  on the result and are each paid the lower median of their CPU times;
+- an escalation: three main replicas that all disagree open a Verify round,
+  which three fresh daemons decide;
+- a client challenge of a wrong k=1 result, upheld by three fresh verifiers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import docker
+import docker.errors
+import pytest
+import test_node
+from test_node import (
+    COLLATERAL,
+    ETH,
+    ROOT,
+    TEXT,
+    Chain,
+    devnet_account,
+    expected_total_line,
+    finalize_after_challenge_window,
+    post_wordcount_job,
+    read_result_file,
+    wait_for,
+    withdrawn,
+)
+
+from chain_scheduler import (
+    Capability,
+    Executor,
+    InputRef,
+    JobSpec,
+    JobStatus,
+    JobTerms,
+    Limits,
+    Market,
+    Round,
+    lower_median,
+    pool_shares,
+)
+from chain_scheduler._anvil import Anvil
+from storage import LocalStore
+
+if TYPE_CHECKING:
+    from conftest_docker import BusyboxImage
+
+pytest_plugins = ["conftest_docker"]
+pytestmark = pytest.mark.timeout(120)
+
+#: The repository a daemon's Docker executor tags its cached images in (its default).
+NODE_IMAGE_REPOSITORY = "chainsched-artifact"
+#: The parent cgroup it meters runs under (its default).
+NODE_CGROUP_PARENT = "chainsched"
+
+
+@dataclass
+class Daemon(test_node.Daemon):
+    """A ``compute-node run`` process that may also run Docker jobs."""
+
+    docker: bool = False
+
+    def start(self) -> Daemon:
+        self.expect_exit = False
+        cmd = [
+            sys.executable, "-m", "compute_node.cli", "run",
+            "--rpc", self.chain.node.url,
+            "--contract", self.chain.market.address,
+            "--devnet-account", str(self.index),
+            "--store", f"local:{self.chain.store_path}",
+            "--state", str(self.state_dir),
+            "--price", str(self.price),
+            "--capacity", "2",
+            "--behaviour", self.behaviour,
+            "--poll-interval", "0.2",
+            "--start-block", "0",
+            "--withdraw-threshold", "1",
+            "--log-level", "INFO",
+            "--docker" if self.docker else "--no-docker",
+        ]  # fmt: skip
+        if self.behaviour != "honest":
+            cmd.append("--devnet")
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log)
+        log.close()
+        return self
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
+    work = tmp_path_factory.mktemp("node-rounds")
+    with Anvil(accounts=20, log_file=work / "anvil.log") as node:
+        w3 = node.web3()
+        market = Market.deploy(w3=w3, account=w3.eth.accounts[0], unbonding_delay=60)
+        yield Chain(node=node, w3=w3, market=market, work=work, store_path=work / "store")
+
+
+@pytest.fixture
+def daemons(chain: Chain) -> Iterator[list[test_node.Daemon]]:
+    """Daemons a test starts; killed at teardown."""
+    started: list[test_node.Daemon] = []
+    yield started
+    for d in started:
+        d.stop_quietly()
+
+
+@pytest.fixture
+def node_docker_leftovers(docker_engine: docker.DockerClient) -> Iterator[None]:
+    """Remove what the daemons' Docker executors add during the test: image cache tags, parent cgroups."""
+    tags_before = {tag for image in docker_engine.images.list(name=NODE_IMAGE_REPOSITORY) for tag in image.tags}
+    cgroups_before = set(_node_cgroup_parents())
+    yield
+    for image in docker_engine.images.list(name=NODE_IMAGE_REPOSITORY):
+        for tag in image.tags:
+            if tag.startswith(f"{NODE_IMAGE_REPOSITORY}:") and tag not in tags_before:
+                with contextlib.suppress(docker.errors.APIError):
+                    docker_engine.images.remove(tag)
+    for parent in set(_node_cgroup_parents()) - cgroups_before:
+        with contextlib.suppress(OSError):
+            parent.rmdir()  # only succeeds when empty: per-run cgroups are the executor's to remove
+
+
+def _node_cgroup_parents() -> list[Path]:
+    """The daemons' default parent cgroup (``/chainsched``) under every v1 controller, or v2's root."""
+    root = Path("/sys/fs/cgroup")
+    return [p for p in (*root.glob(f"*/{NODE_CGROUP_PARENT}"), root / NODE_CGROUP_PARENT) if p.is_dir()]
+
+
+def register(chain: Chain, capabilities: Capability, *indexes: int) -> None:
+    for i in indexes:
+        provider = chain.market.with_account(devnet_account(i))
+        provider.register(capabilities, ETH)
+
+
+def events(chain: Chain, job_id: int, name: str) -> list[dict[str, object]]:
+    return [e.args for e in chain.events(job_id, name)]
+
+
+def has_withdrawn(chain: Chain, address: str, amount: int) -> Callable[[], bool]:
+    return lambda: withdrawn(chain, address) == amount
+
+
+def by_provider(chain: Chain, job_id: int, name: str) -> dict[str, dict[str, object]]:
+    return {str(args["provider"]): args for args in events(chain, job_id, name)}
+
+
+# --------------------------------------------------------------------- tests
+
+
+def test_three_docker_daemons_agree_on_the_result_and_are_paid_the_median_cpu_time(
+    chain: Chain, daemons: list[test_node.Daemon], busybox_image: BusyboxImage, node_docker_leftovers: None
+) -> None:
+    # Given three providers that run Docker jobs, each at its own price
+    register(chain, Capability.WASM | Capability.DOCKER, 2, 3, 4)
+    daemons += [Daemon(chain=chain, index=i, name=f"docker{i}", price=i, docker=True).start() for i in (2, 3, 4)]
+
+    # When a client posts a nondestructive k=3 m=2 job whose artifact is the busybox image
+    inputs = chain.work / "docker-inputs"
+    inputs.mkdir()
+    (inputs / "text.txt").write_text(TEXT)
+    with LocalStore(root=chain.store_path) as store:
+        image_cid = str(store.put_file(busybox_image.tarball))
+        inputs_cid = str(store.put_directory(inputs))
+        spec = JobSpec(version=1, executor="docker", artifact=image_cid, inputs=[InputRef(cid=inputs_cid, path="text")],
+                       limits=Limits(memory_mb=64, timeout_s=30))  # fmt: skip
+        spec_cid = str(store.put_bytes(spec.to_bytes()))
+    client = chain.market.with_account(devnet_account(1))
+    terms = JobTerms.create(client=client.account, spec_cid=spec_cid, executor=Executor.DOCKER, k=3, m=2,
+                            max_price=5, max_units=60_000, collateral=COLLATERAL, fill_timeout=60, exec_timeout=60,
+                            reveal_window=60, challenge_window=test_node.CHALLENGE_WINDOW)  # fmt: skip
+    job_id = int(client.post_job(spec_cid, terms))
+
+    # Then the three run it in containers, agree on the result CID, and the job finalizes
+    finalize_after_challenge_window(chain, job_id, daemons)
+    revealed = by_provider(chain, job_id, "ResultRevealed")
+    assert set(revealed) == {d.address for d in daemons}
+    assert len({args["resultCid"] for args in revealed.values()}) == 1
+    usages = [int(str(args["usage"])) for args in revealed.values()]
+    assert all(0 < u < terms.max_units for u in usages)
+    result_cid = str(next(iter(revealed.values()))["resultCid"])
+    lines = TEXT.count("\n")
+    assert read_result_file(chain, result_cid, "counts.tsv").splitlines()[-1] == (
+        f"total\t{lines}\t{len(TEXT.split())}\t{len(TEXT.encode())}"
+    )
+
+    # And each is paid the lower median CPU time at its own price, and withdraws it
+    units = lower_median(usages)
+    paid = by_provider(chain, job_id, "ProviderPaid")
+    assert set(paid) == {d.address for d in daemons}
+    for d in daemons:
+        assert paid[d.address]["units"] == units
+        assert paid[d.address]["amount"] == d.price * units
+    assert not events(chain, job_id, "SlotSlashed")
+    assert events(chain, job_id, "JobFinalized")[0]["paid"] == sum(d.price for d in daemons) * units
+    for d in daemons:
+        wait_for(f"{d.name} to withdraw", has_withdrawn(chain, d.address, d.price * units), daemons=daemons)
+        assert "docker engine" in d.log()
+
+    # And SIGTERM stops each cleanly, its Docker executor closed
+    for d in daemons:
+        assert d.terminate() == 0, d.log()
+        assert "node stopped" in d.log()
+
+
+def test_disagreeing_main_replicas_escalate_to_fresh_verifiers_who_decide(
+    chain: Chain, daemons: list[test_node.Daemon], wasm_examples: dict[str, Path]
+) -> None:
+    # Given an honest, a wrong and a lazy daemon: no two of them agree
+    register(chain, Capability.WASM, 5, 6, 7, 8, 9, 10)
+    honest = Daemon(chain=chain, index=5, name="honest5").start()
+    wrong = Daemon(chain=chain, index=6, name="wrong6", behaviour="wrong").start()
+    lazy = Daemon(chain=chain, index=7, name="lazy7", behaviour="lazy").start()
+    daemons += [honest, wrong, lazy]
+
+    # When they take the main slots of a k=3 m=2 job with three verifiers
+    job_id, terms = post_wordcount_job(chain, wasm_examples, verifiers=3)
+    wait_for("the main slots to fill", lambda: chain.market.job(job_id).status != JobStatus.OPEN, daemons=daemons)
+    # and three fresh honest daemons join once the main round is taken
+    verifiers = [Daemon(chain=chain, index=i, name=f"verifier{i}", price=3).start() for i in (8, 9, 10)]
+    daemons += verifiers
+
+    # Then no quorum forms, a Verify round opens, and the verifiers' majority decides
+    finalize_after_challenge_window(chain, job_id, daemons)
+    assert [args["round"] for args in events(chain, job_id, "RoundOpened")] == [Round.VERIFY]
+    slots = chain.market.slots(job_id, terms)
+    assert {s.provider for s in slots[: terms.k]} == {honest.address, wrong.address, lazy.address}
+    assert {s.provider for s in slots[terms.k + 1 :]} == {d.address for d in verifiers}
+    revealed = {p: args["resultCid"] for p, args in by_provider(chain, job_id, "ResultRevealed").items()}
+    assert len(revealed) == 6
+    assert len({revealed[honest.address], revealed[wrong.address], revealed[lazy.address]}) == 3
+    assert {revealed[d.address] for d in verifiers} == {revealed[honest.address]}
+    succeeded = events(chain, job_id, "JobSucceeded")
+    assert len(succeeded) == 1 and int(str(succeeded[0]["winnerSlot"])) > terms.k
+    winner = str(revealed[honest.address])
+    assert read_result_file(chain, winner, "wc.txt").strip().splitlines()[-1] == expected_total_line()
+
+    # And the honest main replica and the verifiers are paid, the wrong and the lazy slashed
+    slashed = by_provider(chain, job_id, "SlotSlashed")
+    assert set(slashed) == {wrong.address, lazy.address}
+    assert all(args["amount"] == COLLATERAL for args in slashed.values())
+    paid = by_provider(chain, job_id, "ProviderPaid")
+    winners = [honest, *verifiers]
+    assert set(paid) == {d.address for d in winners}
+    fuel = int(str(paid[honest.address]["units"]))
+    share, _client_share = pool_shares(2 * COLLATERAL, len(winners))
+    for d in winners:
+        assert paid[d.address]["amount"] == d.price * fuel
+        wait_for(f"{d.name} to withdraw", has_withdrawn(chain, d.address, d.price * fuel + share), daemons=daemons)
+    # The main replicas never bid for the verification: the daemon knows it is not fresh.
+    assert not any("bid refused" in d.log() for d in (honest, wrong, lazy))
+    for cheat in (wrong, lazy):
+        assert chain.market.provider(cheat.address).slashed == 1
+        assert chain.market.provider(cheat.address).free == ETH - COLLATERAL
+
+
+def test_a_client_challenge_of_a_wrong_result_is_upheld_by_fresh_verifiers(
+    chain: Chain, daemons: list[test_node.Daemon], wasm_examples: dict[str, Path]
+) -> None:
+    # Given a k=1 job with three verifiers whose only replica is wrong
+    register(chain, Capability.WASM, 11, 12, 13, 14)
+    cheat = Daemon(chain=chain, index=11, name="wrong11", behaviour="wrong").start()
+    daemons.append(cheat)
+    job_id, terms = post_wordcount_job(chain, wasm_examples, k=1, m=1, verifiers=3, challenge_window=30)
+    wait_for("the cheat to take the slot", lambda: chain.market.job(job_id).status != JobStatus.OPEN, daemons=daemons)
+    verifiers = [Daemon(chain=chain, index=i, name=f"verifier{i}").start() for i in (12, 13, 14)]
+    daemons += verifiers
+    wait_for(f"job {job_id} to succeed", lambda: chain.market.job(job_id).status == JobStatus.SUCCEEDED,
+             timeout=60, daemons=daemons)  # fmt: skip
+    wrong_cid = str(events(chain, job_id, "ResultRevealed")[0]["resultCid"])
+
+    # When the client challenges within the window, with the collateral as its bond
+    client = chain.market.with_account(devnet_account(1))
+    credit_before = chain.market.credit_of(client.account)
+    client.challenge(job_id, terms)
+    assert chain.market.challenge_bond_of(job_id) == COLLATERAL
+    assert events(chain, job_id, "JobChallenged")[0]["bond"] == COLLATERAL
+
+    # Then three fresh daemons verify, the right result wins and is final at once
+    wait_for(f"job {job_id} to be finalized", lambda: chain.market.job(job_id).status == JobStatus.FINALIZED,
+             timeout=60, daemons=daemons)  # fmt: skip
+    assert [args["round"] for args in events(chain, job_id, "RoundOpened")] == [Round.VERIFY]
+    slots = chain.market.slots(job_id, terms)
+    assert slots[0].provider == cheat.address
+    assert {s.provider for s in slots[terms.k + 1 :]} == {d.address for d in verifiers}
+    finalized = events(chain, job_id, "JobFinalized")[0]
+    assert finalized["challengeUpheld"] is True
+    assert int(str(finalized["winnerSlot"])) > terms.k
+    revealed = {p: str(args["resultCid"]) for p, args in by_provider(chain, job_id, "ResultRevealed").items()}
+    verdict = {revealed[d.address] for d in verifiers}
+    assert len(verdict) == 1 and wrong_cid not in verdict
+    assert read_result_file(chain, verdict.pop(), "wc.txt").strip().splitlines()[-1] == expected_total_line()
+
+    # And the wrong provider is slashed, the verifiers paid, the bond back with the client
+    assert [args["provider"] for args in events(chain, job_id, "SlotSlashed")] == [cheat.address]
+    paid = by_provider(chain, job_id, "ProviderPaid")
+    assert set(paid) == {d.address for d in verifiers}
+    share, _ = pool_shares(COLLATERAL, len(verifiers))
+    refund = int(str(finalized["refund"]))
+    assert chain.market.credit_of(client.account) - credit_before == refund + COLLATERAL - share * 3 + COLLATERAL
+    for d in verifiers:
+        amount = int(str(paid[d.address]["amount"]))
+        assert amount == d.price * int(str(paid[d.address]["units"])) > 0
+        wait_for(f"{d.name} to withdraw", has_withdrawn(chain, d.address, amount + share), daemons=daemons)
+    assert chain.market.provider(cheat.address).slashed == 1
+    assert "behaviour=wrong" in cheat.log()
