@@ -122,6 +122,7 @@ class Daemon:
             "--start-block", "0",
             "--withdraw-threshold", "1",
             "--log-level", "INFO",
+            *self.extra_args(),
         ]  # fmt: skip
         if self.behaviour != "honest":
             cmd.append("--devnet")
@@ -130,6 +131,10 @@ class Daemon:
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log)
         log.close()
         return self
+
+    def extra_args(self) -> list[str]:
+        """More ``compute-node run`` options (for subclasses)."""
+        return []
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -14,9 +14,6 @@ outcome on chain. Here:
 from __future__ import annotations
 
 import contextlib
-import os
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +26,6 @@ import test_node
 from test_node import (
     COLLATERAL,
     ETH,
-    ROOT,
     TEXT,
     Chain,
     devnet_account,
@@ -75,31 +71,8 @@ class Daemon(test_node.Daemon):
 
     docker: bool = False
 
-    def start(self) -> Daemon:
-        self.expect_exit = False
-        cmd = [
-            sys.executable, "-m", "compute_node.cli", "run",
-            "--rpc", self.chain.node.url,
-            "--contract", self.chain.market.address,
-            "--devnet-account", str(self.index),
-            "--store", f"local:{self.chain.store_path}",
-            "--state", str(self.state_dir),
-            "--price", str(self.price),
-            "--capacity", "2",
-            "--behaviour", self.behaviour,
-            "--poll-interval", "0.2",
-            "--start-block", "0",
-            "--withdraw-threshold", "1",
-            "--log-level", "INFO",
-            "--docker" if self.docker else "--no-docker",
-        ]  # fmt: skip
-        if self.behaviour != "honest":
-            cmd.append("--devnet")
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log)
-        log.close()
-        return self
+    def extra_args(self) -> list[str]:
+        return ["--docker"] if self.docker else []
 
 
 @pytest.fixture(scope="module")
