@@ -95,6 +95,7 @@ class Daemon:
     behaviour: str = "honest"
     proc: subprocess.Popen[bytes] | None = None
     expect_exit: bool = False
+    store_url: str | None = None  # default: the chain's shared local store
     state_dir: Path = field(init=False)
     log_path: Path = field(init=False)
 
@@ -113,7 +114,7 @@ class Daemon:
             "--rpc", self.chain.node.url,
             "--contract", self.chain.market.address,
             "--devnet-account", str(self.index),
-            "--store", f"local:{self.chain.store_path}",
+            "--store", self.store_url or f"local:{self.chain.store_path}",
             "--state", str(self.state_dir),
             "--price", str(self.price),
             "--capacity", "2",
