@@ -8,6 +8,7 @@ who was slashed. The daemons' logs are printed when a test fails.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -159,13 +160,19 @@ class Daemon:
             self.proc.wait(10)
 
 
-@pytest.fixture(scope="module")
-def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
-    work = tmp_path_factory.mktemp("node-e2e")
-    with Anvil(accounts=30, log_file=work / "anvil.log") as node:
+@contextlib.contextmanager
+def market_on_anvil(work: Path, *, accounts: int = 30) -> Iterator[Chain]:
+    """A real anvil node with the market deployed; the store under ``work/store``."""
+    with Anvil(accounts=accounts, log_file=work / "anvil.log") as node:
         w3 = node.web3()
         market = Market.deploy(w3=w3, account=w3.eth.accounts[0], unbonding_delay=60)
         yield Chain(node=node, w3=w3, market=market, work=work, store_path=work / "store")
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
+    with market_on_anvil(tmp_path_factory.mktemp("node-e2e")) as c:
+        yield c
 
 
 @pytest.fixture

@@ -38,8 +38,8 @@ from test_node import (
     wait_for,
 )
 
-from chain_scheduler import Executor, InputRef, JobSpec, JobStatus, JobTerms, Market
-from chain_scheduler._anvil import Anvil, advance_time
+from chain_scheduler import Executor, InputRef, JobSpec, JobStatus, JobTerms
+from chain_scheduler._anvil import advance_time
 from storage import IpfsStore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,20 +72,11 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
-    work = tmp_path_factory.mktemp("node-ipfs")
-    with Anvil(accounts=30, log_file=work / "anvil.log") as node:
-        w3 = node.web3()
-        market = Market.deploy(w3=w3, account=w3.eth.accounts[0], unbonding_delay=60)
-        yield Chain(node=node, w3=w3, market=market, work=work, store_path=work / "unused-store")
+    with test_node.market_on_anvil(tmp_path_factory.mktemp("node-ipfs")) as c:
+        yield c
 
 
-@pytest.fixture
-def daemons(chain: Chain) -> Iterator[list[Daemon]]:
-    """Daemons a test starts; killed at teardown."""
-    started: list[Daemon] = []
-    yield started
-    for d in started:
-        d.stop_quietly()
+daemons = test_node.daemons  # the same fixture: daemons a test starts, killed at teardown
 
 
 @pytest.fixture

@@ -45,12 +45,10 @@ from chain_scheduler import (
     JobStatus,
     JobTerms,
     Limits,
-    Market,
     Round,
     lower_median,
     pool_shares,
 )
-from chain_scheduler._anvil import Anvil
 from storage import LocalStore
 
 if TYPE_CHECKING:
@@ -77,20 +75,11 @@ class Daemon(test_node.Daemon):
 
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
-    work = tmp_path_factory.mktemp("node-rounds")
-    with Anvil(accounts=20, log_file=work / "anvil.log") as node:
-        w3 = node.web3()
-        market = Market.deploy(w3=w3, account=w3.eth.accounts[0], unbonding_delay=60)
-        yield Chain(node=node, w3=w3, market=market, work=work, store_path=work / "store")
+    with test_node.market_on_anvil(tmp_path_factory.mktemp("node-rounds"), accounts=20) as c:
+        yield c
 
 
-@pytest.fixture
-def daemons(chain: Chain) -> Iterator[list[test_node.Daemon]]:
-    """Daemons a test starts; killed at teardown."""
-    started: list[test_node.Daemon] = []
-    yield started
-    for d in started:
-        d.stop_quietly()
+daemons = test_node.daemons  # the same fixture: daemons a test starts, killed at teardown
 
 
 @pytest.fixture
