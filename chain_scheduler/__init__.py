@@ -4,6 +4,7 @@ The contract binding (:class:`Market`), the job model, pricing, and the errors
 every revert decodes into. See README.md for a walkthrough.
 """
 
+from chain_scheduler._client import Client, JobHandle, JobReceipt, ProviderReceipt
 from chain_scheduler._market import DEFAULT_GAS, Market, MarketEvent, TxResult
 from chain_scheduler._model import (
     Capability,
@@ -34,6 +35,7 @@ from chain_scheduler._watcher import CursorStore, EventBatch, EventWatcher, File
 __all__ = [
     "DEFAULT_GAS",
     "Capability",
+    "Client",
     "CursorStore",
     "EventBatch",
     "EventWatcher",
@@ -42,7 +44,9 @@ __all__ = [
     "FileCursor",
     "InputRef",
     "Job",
+    "JobHandle",
     "JobId",
+    "JobReceipt",
     "JobSpec",
     "JobStatus",
     "JobTerms",
@@ -52,6 +56,7 @@ __all__ = [
     "MemoryCursor",
     "PendingTx",
     "Provider",
+    "ProviderReceipt",
     "Round",
     "SafetyClass",
     "SeenKeys",

@@ -156,7 +156,7 @@ class JobTerms:
             m=m,
             verifiers=verifiers,
             audit_bps=audit_bps,
-            capabilities=capabilities,
+            capabilities=int(capabilities),  # an IntFlag is iterable: web3 would encode it as a list
             max_price=max_price,
             max_units=max_units,
             collateral=collateral,
@@ -179,7 +179,7 @@ class JobTerms:
             self.m,
             self.verifiers,
             self.audit_bps,
-            self.capabilities,
+            int(self.capabilities),
             self.max_price,
             self.max_units,
             self.collateral,

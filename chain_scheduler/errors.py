@@ -10,6 +10,9 @@ what to do next.
     ├── ChainUnavailable             the RPC node cannot be reached
     ├── OutOfFunds                   the sending account cannot pay for gas and value
     ├── TransactionFailed            reverted with no decodable reason, or never mined
+    ├── JobFailed                    a job the client waits on ended Failed or Cancelled
+    ├── ResultNotReady               a job has no accepted result yet (Client / JobHandle)
+    ├── WaitTimeout                  JobHandle.wait gave up before the job got there
     └── ContractError                a decoded custom error from the contract
         ├── TermsError               postJob refused the terms
         │     BadReplication, ClassMismatch, DestructiveReplicated, BadAudit, BadTerm,
@@ -111,6 +114,79 @@ class TransactionFailed(ChainSchedulerError):
     def __init__(self, message: str, *, tx_hash: str | None = None) -> None:
         super().__init__(message)
         self.tx_hash = tx_hash
+
+
+class JobFailed(ChainSchedulerError):
+    """A job ended Failed or Cancelled: it has no result and never will.
+
+    Attributes:
+        job_id: The job.
+        status: ``JobStatus.FAILED`` or ``JobStatus.CANCELLED``.
+        reason: Why it failed (a ``FailReason``), None when cancelled or unknown.
+        refund: Wei returned to the client's credit (None when unknown).
+    """
+
+    def __init__(self, *, job_id: int, status: int, reason: int | None = None, refund: int | None = None) -> None:
+        from chain_scheduler._model import FailReason, JobStatus
+
+        self.job_id = job_id
+        self.status = JobStatus(status)
+        self.reason = FailReason(reason) if reason is not None else None
+        self.refund = refund
+        why = {
+            None: "",
+            FailReason.NOT_FILLED: ": not enough providers bid before the fill timeout (raise max_price, "
+            "lower k, or check that registered providers have the capabilities the job needs)",
+            FailReason.NO_QUORUM: ": fewer than m replicas agreed on a result (is the job deterministic?)",
+            FailReason.NO_COMMITS: ": no provider committed a result before the execution deadline "
+            "(raise exec_timeout or the executor limits)",
+        }[self.reason]
+        refunded = ""
+        if refund is not None:
+            refunded = f" {refund:,} wei were refunded to your credit (chainsched account withdraw)."
+        super().__init__(
+            f"Job {job_id} is {self.status.name.title()}{why}.{refunded} See: chainsched job status {job_id}"
+        )
+
+
+class ResultNotReady(ChainSchedulerError):
+    """A job has no accepted result yet (it is still open, running or revealing).
+
+    Attributes:
+        job_id: The job.
+        status: Its status (a ``JobStatus``).
+    """
+
+    def __init__(self, *, job_id: int, status: int) -> None:
+        from chain_scheduler._model import JobStatus
+
+        self.job_id = job_id
+        self.status = JobStatus(status)
+        super().__init__(
+            f"Job {job_id} is {self.status.name.title()}: it has no accepted result yet. "
+            f"Wait for it (JobHandle.wait). See: chainsched job status {job_id}"
+        )
+
+
+class WaitTimeout(ChainSchedulerError, TimeoutError):
+    """Waiting for a job gave up before the job reached the wanted status.
+
+    Attributes:
+        job_id: The job.
+        status: Its status when the wait gave up (a ``JobStatus``).
+        timeout: Seconds waited.
+    """
+
+    def __init__(self, *, job_id: int, status: int, until: str, timeout: float) -> None:
+        from chain_scheduler._model import JobStatus
+
+        self.job_id = job_id
+        self.status = JobStatus(status)
+        self.timeout = timeout
+        super().__init__(
+            f"Job {job_id} is still {self.status.name.title()} after {timeout:g}s, not {until}. "
+            f"Wait longer, or see: chainsched job status {job_id}"
+        )
 
 
 class ContractError(ChainSchedulerError):

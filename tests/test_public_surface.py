@@ -12,7 +12,7 @@ CHAIN_SCHEDULER = {
     "MarketEvent", "MemoryCursor", "PendingTx", "Provider", "Round", "SafetyClass", "SeenKeys", "Slot",
     "SlotState", "TxJournal", "TxResult", "TxSender", "Units", "Wei", "commitment", "decode_revert",
     "escrow_for", "load_spec", "lower_median", "paid_units", "payment", "pool_shares", "resolve_parent_result",
-    "result_key", "spec_digest",
+    "result_key", "spec_digest", "Client", "JobHandle", "JobReceipt", "ProviderReceipt",
 }  # fmt: skip
 COMPUTE_NODE = {
     "Behaviour", "DockerEngineUnavailableError", "DockerExecutor", "ExecutionRequest", "ExecutionResult",

@@ -1,0 +1,591 @@
+"""The client SDK: submit a job from Python, wait for it, fetch its result, read its receipt.
+
+:class:`Client` uploads a job's program and inputs to the content store, stores
+the job spec, and posts the job with its escrow; the :class:`JobHandle` it
+returns follows the job on chain. Results are taken from the chain, never from a
+provider's word: the accepted result CID is the one whose digest the contract
+sealed in the winning slot.
+
+Example:
+    >>> from pathlib import Path
+    >>> from chain_scheduler import Client
+    >>> with Client(rpc_url="http://127.0.0.1:8545", contract=address, key=account,
+    ...             store="local:.devnet/store") as client:
+    ...     job = client.submit(module=Path("wordcount.wasm"), inputs={"text": Path("corpus/")},
+    ...                         k=3, m=2, max_price=5, max_units=50_000_000, collateral=10**16)
+    ...     job.wait(timeout=120)
+    ...     outputs = job.fetch(Path("result"))
+    ...     print((outputs / "wc.txt").read_text())
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from eth_account.signers.local import LocalAccount
+from eth_utils.crypto import keccak
+from web3 import Web3
+
+from chain_scheduler import errors
+from chain_scheduler._market import DEFAULT_GAS, Market
+from chain_scheduler._model import Executor, FailReason, Job, JobId, JobStatus, JobTerms, SafetyClass, Wei
+from chain_scheduler._rpc import rpc_call
+from chain_scheduler._spec import InputRef, JobSpec, Limits, resolve_parent_result
+from storage import ContentStore, open_store
+
+logger = logging.getLogger(__name__)
+
+#: What :meth:`JobHandle.wait` waits for by default: a result the chain accepted.
+DONE = frozenset({JobStatus.SUCCEEDED, JobStatus.FINALIZED})
+_ENDED_BADLY = (JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderReceipt:
+    """What one provider was paid for a job, and why.
+
+    Attributes:
+        provider: The provider's address.
+        slot: Its slot in the job.
+        price: Its bid, in wei per unit.
+        units: Units it was paid for (the revealed usage, or the median for Docker jobs).
+        amount: Wei paid; ``price × units`` for an honest replica.
+    """
+
+    provider: str
+    slot: int
+    price: int
+    units: int
+    amount: Wei
+
+
+@dataclass(frozen=True, slots=True)
+class JobReceipt:
+    """The metering and payments of a finalized job, all read from the chain and the result.
+
+    Attributes:
+        job_id: The job.
+        result_cid: The accepted result.
+        consensus: The result's ``receipt.json`` (what every honest replica reported:
+            executor, artifact digest, exit code, error, units, usage).
+        providers: One entry per paid provider, in payment order.
+        paid: Wei paid to providers in total.
+        refund: Wei returned to the client's credit.
+        escrow: Wei the client locked when posting.
+    """
+
+    job_id: JobId
+    result_cid: str
+    consensus: dict[str, Any]
+    providers: tuple[ProviderReceipt, ...]
+    paid: Wei
+    refund: Wei
+    escrow: Wei
+
+
+class Client:
+    """A market client: one account, one contract, one content store.
+
+    The constructor does no I/O; :meth:`connect` (or ``with``) connects to the node
+    and opens the store.
+
+    Args:
+        rpc_url: The Ethereum node's HTTP RPC URL (or pass ``w3``).
+        w3: A connected Web3 instance (wins over ``rpc_url``).
+        contract: The ChainScheduler contract address.
+        key: The client's account: a ``LocalAccount`` (signs locally) or an address
+            the node signs for (devnet).
+        store: A content store, or a store URL for :func:`storage.open_store`
+            (``local:PATH``, ``ipfs:/ip4/127.0.0.1/tcp/5001``). A store passed as an
+            object is used as is and not closed by :meth:`close`.
+        gas: Gas limit per transaction; None estimates each one.
+        receipt_timeout: Seconds to wait for a transaction's receipt.
+
+    Example:
+        >>> client = Client(rpc_url=anvil_url, contract=market_address,
+        ...                 key=devnet_account(1), store="local:/tmp/store").connect()
+        >>> job = client.submit(module=Path("noop.wasm"), max_price=2, max_units=10**6,
+        ...                     collateral=10**16)
+        >>> job.wait(timeout=60).status
+        <JobStatus.SUCCEEDED: 4>
+        >>> client.close()
+    """
+
+    def __init__(
+        self,
+        *,
+        rpc_url: str | None = None,
+        w3: Web3 | None = None,
+        contract: str,
+        key: LocalAccount | str,
+        store: ContentStore | str,
+        gas: int | None = DEFAULT_GAS,
+        receipt_timeout: float = 120.0,
+    ) -> None:
+        if rpc_url is None and w3 is None:
+            raise ValueError("Client needs rpc_url= (e.g. http://127.0.0.1:8545) or a connected w3=.")
+        self.rpc_url = rpc_url
+        self.contract = contract
+        self.key = key
+        self.gas = gas
+        self.receipt_timeout = receipt_timeout
+        self._w3 = w3
+        self._store_arg = store
+        self._store: ContentStore | None = None
+        self._owns_store = False
+        self._market: Market | None = None
+
+    # ------------------------------------------------------------- lifecycle
+
+    def connect(self) -> Self:
+        """Connect to the node (checking it answers) and open the content store.
+
+        Raises:
+            ChainUnavailable: the node does not answer.
+            storage.StorageError: the store cannot be opened.
+        """
+        if self._market is not None:
+            return self
+        w3 = self._w3 or Web3(Web3.HTTPProvider(self.rpc_url, request_kwargs={"timeout": 30}))
+        rpc_call(lambda: w3.eth.chain_id)
+        if isinstance(self._store_arg, str):
+            self._store = open_store(self._store_arg)
+            self._owns_store = True
+        else:
+            self._store = self._store_arg
+        self._w3 = w3
+        self._market = Market(
+            w3=w3, address=self.contract, account=self.key, gas=self.gas, receipt_timeout=self.receipt_timeout
+        )
+        logger.debug("client %s connected to contract %s", self._market.account, self._market.address)
+        return self
+
+    def close(self) -> None:
+        """Close the store if this client opened it. Safe to call twice."""
+        if self._store is not None and self._owns_store:
+            self._store.close()
+        self._store = None
+        self._owns_store = False
+        self._market = None
+
+    def __enter__(self) -> Self:
+        return self.connect()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    @property
+    def market(self) -> Market:
+        """The contract binding, sending as this client's account."""
+        if self._market is None:
+            raise RuntimeError("The client is not connected: call connect() or use it in a with block.")
+        return self._market
+
+    @property
+    def store(self) -> ContentStore:
+        """The connected content store."""
+        if self._store is None:
+            raise RuntimeError("The client is not connected: call connect() or use it in a with block.")
+        return self._store
+
+    @property
+    def address(self) -> str:
+        """The client's account address."""
+        return self.market.account
+
+    # --------------------------------------------------------------- submit
+
+    def submit(
+        self,
+        *,
+        module: Path | None = None,
+        image: Path | None = None,
+        inputs: Mapping[str, Path | JobHandle] | None = None,
+        args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        k: int = 1,
+        m: int = 1,
+        max_price: int,
+        max_units: int,
+        collateral: int,
+        verifiers: int = 0,
+        audit_bps: int = 0,
+        challenge_window: int = 60,
+        fill_timeout: int = 300,
+        exec_timeout: int = 300,
+        reveal_window: int = 120,
+        bid_window: int = 0,
+        capabilities: int = 0,
+        parents: Sequence[int | JobHandle] = (),
+        safety: SafetyClass | None = None,
+        limits: Limits | None = None,
+        network: bool = False,
+        description: str = "",
+    ) -> JobHandle:
+        """Upload a job's program and inputs, store its spec, and post it with its escrow.
+
+        Args:
+            module: A WASI command module (a Wasm job). Exactly one of ``module`` and ``image``.
+            image: A ``docker save`` tarball (a Docker job).
+            inputs: Name under ``/inputs`` to a file or directory (uploaded), or to a
+                :class:`JobHandle` whose accepted result becomes the input (the job is
+                then also a parent).
+            args: Command-line arguments.
+            env: Environment variables.
+            k: Replicas. m: How many must agree.
+            max_price: Highest price per unit the client pays (wei).
+            max_units: Most units (fuel, CPU-ms) paid per replica.
+            collateral: Stake each provider locks per slot.
+            verifiers: Extra verifier slots a challenge may open.
+            audit_bps: Probability of a random audit, in basis points.
+            challenge_window: Seconds after success during which the result may be challenged.
+            fill_timeout: Seconds for providers to take the slots.
+            exec_timeout: Seconds for the providers to commit.
+            reveal_window: Seconds to reveal after the last commit.
+            bid_window: Seconds of bidding before slots go to the cheapest bids (0: first come).
+            capabilities: Extra capability bits the providers need (e.g. ``Capability.GPU``).
+            parents: Jobs that must be Finalized before this one runs.
+            safety: The safety class; None picks deterministic (Wasm) or nondestructive (Docker).
+            limits: Executor limits (memory, time, CPUs).
+            network: Ask for network access (destructive Docker jobs only).
+            description: Free text for people.
+
+        Returns:
+            A handle on the posted job.
+
+        Raises:
+            ValueError: neither or both of ``module`` and ``image``, or a missing input path.
+            SpecError: the spec does not validate.
+            TermsError: the contract refused the terms (e.g. BadReplication).
+            OutOfFunds: the account cannot pay the escrow and gas.
+
+        Example:
+            >>> job = client.submit(module=Path("wordcount.wasm"), inputs={"text": Path("a.txt")},
+            ...                     args=["--top", "10"], k=3, m=2, max_price=5,
+            ...                     max_units=50_000_000, collateral=10**16)
+            >>> job.job_id
+            7
+        """
+        if (module is None) == (image is None):
+            raise ValueError("submit needs exactly one of module= (a .wasm file) or image= (a docker save tarball).")
+        program = module if module is not None else image
+        assert program is not None
+        if not program.is_file():
+            raise ValueError(f"{program} is not a file.")
+        executor = Executor.WASM if module is not None else Executor.DOCKER
+        store = self.store
+        artifact = str(store.put_file(program))
+        refs: list[InputRef] = []
+        parent_ids: list[int] = [p.job_id if isinstance(p, JobHandle) else int(p) for p in parents]
+        for name, source in (inputs or {}).items():
+            if isinstance(source, JobHandle):
+                refs.append(InputRef(parent=source.job_id, path=name))
+                if source.job_id not in parent_ids:
+                    parent_ids.append(source.job_id)
+                continue
+            if source.is_dir():
+                cid = str(store.put_directory(source))
+            elif source.is_file():
+                cid = str(store.put_file(source))
+            else:
+                raise ValueError(f"Input {name!r}: {source} is neither a file nor a directory.")
+            refs.append(InputRef(cid=cid, path=name))
+        try:
+            spec = JobSpec(
+                version=1,
+                executor="wasm" if executor == Executor.WASM else "docker",
+                artifact=artifact,
+                inputs=refs,
+                args=list(args),
+                env=dict(env or {}),
+                limits=limits or Limits(),
+                network=network,
+                description=description,
+            )
+        except ValueError as exc:  # pydantic's ValidationError
+            raise errors.SpecError(f"The job spec is invalid: {exc}") from exc
+        spec_cid = str(store.put_bytes(spec.to_bytes()))
+        terms = JobTerms.create(
+            client=self.address,
+            spec_cid=spec_cid,
+            executor=executor,
+            safety=safety,
+            k=k,
+            m=m,
+            verifiers=verifiers,
+            audit_bps=audit_bps,
+            # int(): a Capability flag is iterable, and web3's ABI encoder would take it for a list.
+            capabilities=int(capabilities),
+            max_price=max_price,
+            max_units=max_units,
+            collateral=collateral,
+            bid_window=bid_window,
+            fill_timeout=fill_timeout,
+            exec_timeout=exec_timeout,
+            reveal_window=reveal_window,
+            challenge_window=challenge_window,
+            parents=tuple(parent_ids),
+        )
+        spec.check_terms(terms)
+        posted = self.market.post_job_tx(spec_cid, terms)
+        job_id = JobId(int(posted.event("JobPosted").args["jobId"]))
+        logger.info(
+            "posted job_id=%d spec=%s k=%d m=%d escrow=%d block=%d",
+            job_id, spec_cid, k, m, terms.escrow, posted.block_number,
+        )  # fmt: skip
+        return JobHandle(client=self, job_id=job_id, from_block=posted.block_number, spec_cid=spec_cid)
+
+    def job(self, job_id: int, *, from_block: int = 0) -> JobHandle:
+        """A handle on an existing job (e.g. one posted earlier or by someone else)."""
+        return JobHandle(client=self, job_id=JobId(job_id), from_block=from_block)
+
+
+class JobHandle:
+    """A posted job, followed on chain.
+
+    Args:
+        client: The connected client that reads the chain and the store.
+        job_id: The job.
+        from_block: The job's posting block (narrows event searches).
+        spec_cid: The job's spec CID, when known.
+
+    Example:
+        >>> job = client.submit(module=Path("wordcount.wasm"), inputs={"text": Path("a.txt")},
+        ...                     k=3, m=2, max_price=5, max_units=50_000_000, collateral=10**16)
+        >>> job.wait(timeout=120, until=JobStatus.FINALIZED)
+        >>> outputs = job.fetch(Path("out"))
+        >>> for p in job.receipt().providers:
+        ...     assert p.amount == p.price * p.units
+    """
+
+    def __init__(self, *, client: Client, job_id: JobId, from_block: int = 0, spec_cid: str | None = None) -> None:
+        self.client = client
+        self.job_id = job_id
+        self.from_block = from_block
+        self.spec_cid = spec_cid
+
+    def __repr__(self) -> str:
+        return f"JobHandle(job_id={self.job_id})"
+
+    # ------------------------------------------------------------- status
+
+    def status(self) -> Job:
+        """The job's on-chain state (status, round, slots filled, winner, deadline).
+
+        Raises:
+            UnknownJob: the contract has no such job.
+        """
+        job = self.client.market.job(self.job_id)
+        if job.status == JobStatus.NONE:
+            raise errors.UnknownJob(jobId=self.job_id)
+        return job
+
+    def wait(
+        self,
+        timeout: float,
+        *,
+        poll: float = 0.5,
+        until: JobStatus | frozenset[JobStatus] = DONE,
+    ) -> Job:
+        """Block until the job reaches one of ``until``'s statuses.
+
+        Args:
+            timeout: Seconds to wait at most.
+            poll: Seconds between two reads of the chain.
+            until: A status or a set of them; by default Succeeded or Finalized.
+
+        Returns:
+            The job's state once it got there.
+
+        Raises:
+            JobFailed: the job ended Failed or Cancelled (with the reason and refund).
+            WaitTimeout: ``timeout`` passed first.
+
+        Example:
+            >>> job.wait(timeout=60).status
+            <JobStatus.SUCCEEDED: 4>
+        """
+        wanted = _wanted(until)
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self._check(wanted)
+            if job is not None:
+                return job
+            if time.monotonic() >= deadline:
+                raise self._timeout(wanted, timeout)
+            time.sleep(poll)
+
+    async def wait_async(
+        self,
+        timeout: float,
+        *,
+        poll: float = 0.5,
+        until: JobStatus | frozenset[JobStatus] = DONE,
+    ) -> Job:
+        """:meth:`wait` for asyncio code: polls with ``asyncio.sleep``, each chain read in a thread.
+
+        Example:
+            >>> jobs = [client.submit(...) for _ in range(4)]
+            >>> await asyncio.gather(*(j.wait_async(timeout=120) for j in jobs))
+        """
+        wanted = _wanted(until)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            job = await asyncio.to_thread(self._check, wanted)
+            if job is not None:
+                return job
+            if loop.time() >= deadline:
+                raise await asyncio.to_thread(self._timeout, wanted, timeout)
+            await asyncio.sleep(poll)
+
+    def _check(self, wanted: frozenset[JobStatus]) -> Job | None:
+        job = self.status()
+        if job.status in wanted:
+            return job
+        if job.status in _ENDED_BADLY:
+            raise self._failure(job.status)
+        return None
+
+    def _timeout(self, wanted: frozenset[JobStatus], timeout: float) -> errors.WaitTimeout:
+        names = " or ".join(s.name.title() for s in sorted(wanted))
+        return errors.WaitTimeout(job_id=self.job_id, status=self.status().status, until=names, timeout=timeout)
+
+    def _failure(self, status: JobStatus) -> errors.JobFailed:
+        market = self.client.market
+        name = "JobFailed" if status == JobStatus.FAILED else "JobCancelled"
+        found = market.events(from_block=self.from_block, names=(name,), job_id=self.job_id)
+        reason = FailReason(int(found[-1].args["reason"])) if found and status == JobStatus.FAILED else None
+        refund = int(found[-1].args["refund"]) if found else None
+        return errors.JobFailed(job_id=self.job_id, status=status, reason=reason, refund=refund)
+
+    # ------------------------------------------------------------- result
+
+    def result_cid(self) -> str:
+        """The accepted result's CID, as the chain sealed it.
+
+        For a Finalized job this is :func:`resolve_parent_result`; for a Succeeded
+        one (still in its challenge window) the winning slot's reveal is checked
+        against the same sealed digest.
+
+        Raises:
+            ResultNotReady: the job is still Open, Running or Revealing.
+            JobFailed: it ended Failed or Cancelled.
+            ChainSchedulerError: no reveal matches the sealed digest (wrong contract, pruned logs).
+        """
+        job = self.status()
+        if job.status == JobStatus.FINALIZED:
+            return resolve_parent_result(self.client.market, self.job_id, from_block=self.from_block)
+        if job.status in _ENDED_BADLY:
+            raise self._failure(job.status)
+        if job.status != JobStatus.SUCCEEDED:
+            raise errors.ResultNotReady(job_id=self.job_id, status=job.status)
+        market = self.client.market
+        digest = market.slot(self.job_id, job.winner).result_digest
+        reveals = market.events(from_block=self.from_block, names=("ResultRevealed",), job_id=self.job_id)
+        for event in reversed(reveals):
+            cid = str(event.args["resultCid"])
+            if int(event.args["slot"]) == job.winner and keccak(cid.encode())[:24] == digest:
+                return cid
+        raise errors.ChainSchedulerError(
+            f"Job {self.job_id} Succeeded with slot {job.winner} winning, but no ResultRevealed event from "
+            f"block {self.from_block} on matches its sealed digest {digest.hex()}. Is this the right contract, "
+            "and does the node keep old logs?"
+        )
+
+    def fetch(self, dest: Path) -> Path:
+        """Write the accepted result directory to ``dest`` and return its ``outputs`` directory.
+
+        ``dest`` (which must not exist) receives ``outputs/`` (what the program wrote,
+        plus its stdout and stderr) and ``receipt.json``.
+
+        Raises:
+            ResultNotReady, JobFailed: see :meth:`result_cid`.
+            storage.DestinationExists: ``dest`` exists.
+
+        Example:
+            >>> outputs = job.fetch(Path("result"))
+            >>> (outputs / "wc.txt").read_text()
+        """
+        self.client.store.fetch(self.result_cid(), dest)
+        return dest / "outputs"
+
+    def receipt(self) -> JobReceipt:
+        """Who was paid what, at which price for how many units, and the result's consensus receipt.
+
+        Everything comes from the chain (``SlotAssigned``, ``ProviderPaid``,
+        ``JobFinalized``) and the accepted result's ``receipt.json``, so anyone can
+        check what was paid and why.
+
+        Raises:
+            ResultNotReady: the job is not Finalized yet (payments happen at finalization).
+            JobFailed: it ended Failed or Cancelled.
+
+        Example:
+            >>> r = job.receipt()
+            >>> [(p.provider, p.price, p.units, p.amount) for p in r.providers]
+        """
+        job = self.status()
+        if job.status in _ENDED_BADLY:
+            raise self._failure(job.status)
+        if job.status != JobStatus.FINALIZED:
+            raise errors.ResultNotReady(job_id=self.job_id, status=job.status)
+        cid = self.result_cid()
+        market = self.client.market
+        events = market.events(
+            from_block=self.from_block,
+            names=("JobPosted", "SlotAssigned", "ProviderPaid", "JobFinalized"),
+            job_id=self.job_id,
+        )
+        prices: dict[tuple[int, str], int] = {}
+        providers: list[ProviderReceipt] = []
+        paid = refund = escrow = 0
+        for event in events:
+            a = event.args
+            if event.name == "JobPosted":
+                escrow = int(a["escrow"])
+            elif event.name == "SlotAssigned":
+                # A reopened slot is assigned again: the latest assignment is the one paid.
+                prices[(int(a["slot"]), str(a["provider"]))] = int(a["price"])
+            elif event.name == "ProviderPaid":
+                slot, provider = int(a["slot"]), str(a["provider"])
+                providers.append(
+                    ProviderReceipt(
+                        provider=provider,
+                        slot=slot,
+                        price=prices.get((slot, provider), 0),
+                        units=int(a["units"]),
+                        amount=Wei(int(a["amount"])),
+                    )
+                )
+            elif event.name == "JobFinalized":
+                paid, refund = int(a["paid"]), int(a["refund"])
+        with tempfile.TemporaryDirectory(prefix="chainsched-receipt-") as tmp:
+            target = Path(tmp) / "result"
+            self.client.store.fetch(cid, target)
+            receipt_file = target / "receipt.json"
+            consensus: dict[str, Any] = json.loads(receipt_file.read_text()) if receipt_file.is_file() else {}
+        return JobReceipt(
+            job_id=self.job_id,
+            result_cid=cid,
+            consensus=consensus,
+            providers=tuple(providers),
+            paid=Wei(paid),
+            refund=Wei(refund),
+            escrow=Wei(escrow),
+        )
+
+
+def _wanted(until: JobStatus | frozenset[JobStatus]) -> frozenset[JobStatus]:
+    return frozenset({until}) if isinstance(until, JobStatus) else frozenset(until)
