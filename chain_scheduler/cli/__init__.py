@@ -15,12 +15,14 @@ import typer
 from web3 import Web3
 
 from chain_scheduler import Market, errors
+from chain_scheduler.cli._devnet import app as devnet_app
 
 app = typer.Typer(no_args_is_help=True, help="chain-scheduler: a verifiable compute market on Ethereum.")
 contract_app = typer.Typer(no_args_is_help=True, help="Deploy and inspect the market contract.")
 job_app = typer.Typer(no_args_is_help=True, help="Inspect jobs.")
 app.add_typer(contract_app, name="contract")
 app.add_typer(job_app, name="job")
+app.add_typer(devnet_app, name="devnet")
 
 RpcOpt = Annotated[str, typer.Option("--rpc", envvar="CHAINSCHED_RPC", help="JSON-RPC endpoint of the chain node.")]
 ContractOpt = Annotated[str, typer.Option("--contract", envvar="CHAINSCHED_CONTRACT", help="Market contract address.")]

@@ -1,0 +1,123 @@
+"""``chainsched devnet``: a whole local market (anvil, contract, provider daemons) in one command."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from chain_scheduler import errors
+from chain_scheduler._devnet import BEHAVIOURS, Devnet, DevnetError
+
+app = typer.Typer(no_args_is_help=True, help="Start, inspect and stop a local market under .devnet/.")
+
+RootOpt = Annotated[
+    Path, typer.Option("--root", envvar="CHAINSCHED_DEVNET", file_okay=False, help="The devnet directory.")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+
+# Exit codes, as chain_scheduler.cli.ExitCode (not imported: that module imports this one).
+_FAILURE = 1
+_USAGE = 2
+_CHAIN_UNAVAILABLE = 3
+
+
+def _fail(code: int, message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _parse_bad(values: list[str]) -> dict[int, str]:
+    bad: dict[int, str] = {}
+    for value in values:
+        index, sep, behaviour = value.partition(":")
+        if not sep or not index.strip().isdigit() or behaviour.strip().lower() not in BEHAVIOURS:
+            raise _fail(
+                _USAGE,
+                f"--bad {value!r}: use K:BEHAVIOUR, K a provider index, BEHAVIOUR one of {', '.join(BEHAVIOURS)}",
+            )
+        bad[int(index)] = behaviour.strip().lower()
+    return bad
+
+
+@app.command("up")
+def up(
+    providers: Annotated[int, typer.Option("--providers", "-n", min=0, help="Provider daemons to run.")] = 2,
+    bad: Annotated[
+        list[str] | None,
+        typer.Option("--bad", metavar="K:BEHAVIOUR", help="Provider K cheats (repeatable), e.g. 3:lazy."),
+    ] = None,
+    ipfs: Annotated[bool, typer.Option("--ipfs", help="Start an IPFS node instead of the embedded store.")] = False,
+    poll_interval: Annotated[float, typer.Option(min=0.01, help="Seconds between the daemons' chain polls.")] = 1.0,
+    root: RootOpt = Path(".devnet"),
+    as_json: JsonOpt = False,
+) -> None:
+    """Start the devnet, or whatever part of it is not running (keeps the chain's state)."""
+    net = Devnet(root=root, poll_interval=poll_interval)
+    try:
+        record = net.up(providers=providers, bad=_parse_bad(bad or []), ipfs=ipfs)
+    except ValueError as exc:
+        raise _fail(_USAGE, str(exc)) from None
+    except errors.ChainUnavailable as exc:
+        raise _fail(_CHAIN_UNAVAILABLE, str(exc)) from None
+    except errors.ChainSchedulerError as exc:
+        raise _fail(_FAILURE, f"{exc} (see `chainsched devnet logs`)") from None
+    if as_json:
+        sys.stdout.write(json.dumps(record) + "\n")
+        return
+    typer.echo(f"rpc       {record['rpc_url']} (chain {record['chain_id']})")
+    typer.echo(f"contract  {record['contract']}")
+    typer.echo(f"store     {record['store_url']}")
+    for p in record["providers"]:
+        typer.echo(f"node-{p['index']}    {p['address']} pid {p['pid']} {p['behaviour']}  log {p['log']}")
+    typer.echo(f"export CHAINSCHED_RPC={record['rpc_url']} CHAINSCHED_CONTRACT={record['contract']}", err=True)
+
+
+@app.command("down")
+def down(root: RootOpt = Path(".devnet"), as_json: JsonOpt = False) -> None:
+    """Stop the daemons, then the chain node (it saves its state for the next `up`)."""
+    stopped = Devnet(root=root).down()
+    if as_json:
+        sys.stdout.write(json.dumps({"stopped": stopped}) + "\n")
+    else:
+        typer.echo("stopped " + (", ".join(stopped) or "nothing (was not running)"))
+
+
+@app.command("status")
+def status(root: RootOpt = Path(".devnet"), as_json: JsonOpt = False) -> None:
+    """The chain, each provider (stake, capabilities, reputation, jobs in flight) and their health."""
+    state = Devnet(root=root).status()
+    if as_json:
+        sys.stdout.write(json.dumps(state.to_json()) + "\n")
+        return
+    chain = f"head {state.head}" if state.reachable else "unreachable"
+    typer.echo(f"chain     {state.rpc_url or '-'}  {chain}  anvil {'up' if state.anvil_alive else 'down'}")
+    typer.echo(f"contract  {state.contract or '-'}{'' if state.contract_deployed else ' (no code)'}")
+    for p in state.providers:
+        health = f"pid {p.pid}" if p.alive else "DOWN"
+        typer.echo(
+            f"node-{p.index}  {p.address}  {health}  {p.behaviour}  stake {p.stake_free}/{p.stake_locked}  "
+            f"caps {','.join(p.capabilities) or '-'}  ok {p.succeeded} slashed {p.slashed}  "
+            f"in flight {p.jobs_in_flight}"
+        )
+
+
+@app.command("logs")
+def logs(
+    name: Annotated[str | None, typer.Argument(help="anvil, node-K or K (default: every log).")] = None,
+    lines: Annotated[int, typer.Option("--lines", "-n", min=0, help="Lines from the end of each log.")] = 50,
+    root: RootOpt = Path(".devnet"),
+) -> None:
+    """Show the providers' (and anvil's) logs."""
+    net = Devnet(root=root)
+    names = [name] if name else net.log_names()
+    try:
+        for each in names:
+            if not name:
+                typer.echo(f"==> {each} <==")
+            typer.echo(net.logs(each, lines=lines), nl=False)
+    except DevnetError as exc:
+        raise _fail(_USAGE, str(exc)) from None
