@@ -47,6 +47,9 @@ logger = logging.getLogger(__name__)
 #: as a call to decode the reason.
 DEFAULT_GAS = 3_000_000
 
+#: Placeholder address of a binding that has not deployed its contract yet.
+ZERO_ADDRESS = "0x" + "00" * 20
+
 
 @dataclass(frozen=True, slots=True)
 class MarketEvent:
@@ -145,14 +148,9 @@ class Market:
     ) -> Market:
         """Deploy a fresh contract and return its binding for ``account``."""
         factory = w3.eth.contract(abi=abi(), bytecode=bytecode())
-        probe = cls.__new__(cls)
-        probe.w3 = w3
-        probe._signer = account if isinstance(account, LocalAccount) else None
-        probe.account = to_checksum_address(account.address if isinstance(account, LocalAccount) else account)
-        probe.gas = None
-        probe.receipt_timeout = 120.0
-        probe._sender = sender
-        receipt = probe._send_raw(factory.constructor(unbonding_delay), value=0, gas=6_000_000)
+        # The constructor does no I/O, so a binding at no address yet can send the deployment.
+        deployer = cls(w3=w3, address=ZERO_ADDRESS, account=account, gas=gas, sender=sender)
+        receipt = deployer._send_raw(factory.constructor(unbonding_delay), value=0, gas=6_000_000)
         return cls(w3=w3, address=receipt["contractAddress"], account=account, gas=gas, sender=sender)
 
     def with_account(self, account: str | LocalAccount, *, sender: TxSender | None = None) -> Market:

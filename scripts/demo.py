@@ -79,7 +79,8 @@ def main() -> None:
             description="word count of a short text",
         )
         spec_cid = str(store.put_bytes(spec.to_bytes()))
-        assert load_spec(store, spec_cid) == spec  # what a provider will read back
+        if load_spec(store, spec_cid) != spec:  # what a provider will read back
+            raise SystemExit(f"the stored spec {spec_cid} does not read back as written")
         terms = JobTerms.create(
             client=client.account,
             spec_cid=spec_cid,

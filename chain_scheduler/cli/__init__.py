@@ -15,6 +15,7 @@ import typer
 from web3 import Web3
 
 from chain_scheduler import Market, errors
+from chain_scheduler._market import ZERO_ADDRESS
 from chain_scheduler.cli._devnet import app as devnet_app
 
 app = typer.Typer(no_args_is_help=True, help="chain-scheduler: a verifiable compute market on Ethereum.")
@@ -92,7 +93,8 @@ def status(
     if not contract:
         raise _fail(ExitCode.USAGE, "no contract address: pass --contract or set CHAINSCHED_CONTRACT.")
     w3 = _connect(rpc)
-    market = Market(w3=w3, address=contract, account=w3.eth.accounts[0] if w3.eth.accounts else contract)
+    # Reads only: the binding's account is never used to sign here.
+    market = Market(w3=w3, address=contract, account=ZERO_ADDRESS)
     job = market.job(job_id)
     if job.status == 0:
         raise _fail(ExitCode.UNKNOWN_JOB, f"job {job_id} does not exist on {contract}.")
