@@ -36,6 +36,7 @@ from eth_utils.crypto import keccak
 from web3 import Web3
 
 from chain_scheduler import errors
+from chain_scheduler._keys import devnet_key
 from chain_scheduler._market import DEFAULT_GAS, Market
 from chain_scheduler._model import Executor, FailReason, Job, JobId, JobStatus, JobTerms, SafetyClass, Wei
 from chain_scheduler._rpc import rpc_call
@@ -43,6 +44,9 @@ from chain_scheduler._spec import InputRef, JobSpec, Limits, resolve_parent_resu
 from storage import ContentStore, open_store
 
 logger = logging.getLogger(__name__)
+
+#: The devnet account a client signs with by default (0 deploys, 2 and up are providers).
+CLIENT_ACCOUNT = 1
 
 #: What :meth:`JobHandle.wait` waits for by default: a result the chain accepted.
 DONE = frozenset({JobStatus.SUCCEEDED, JobStatus.FINALIZED})
@@ -143,6 +147,44 @@ class Client:
         self._store: ContentStore | None = None
         self._owns_store = False
         self._market: Market | None = None
+
+    @classmethod
+    def from_devnet(
+        cls,
+        root: Path = Path(".devnet"),
+        *,
+        account: int = CLIENT_ACCOUNT,
+        gas: int | None = DEFAULT_GAS,
+        receipt_timeout: float = 120.0,
+    ) -> Client:
+        """A client of the local market that ``chainsched devnet up`` started under ``root``.
+
+        It reads ``root/devnet.json`` (RPC URL, contract, store) and signs with
+        devnet account ``account`` (1 by default: 0 deploys, 2 and up are the
+        providers). Call :meth:`connect` or use it in a ``with`` block.
+
+        Raises:
+            DevnetError: there is no devnet record under ``root``.
+
+        Example:
+            >>> with Client.from_devnet() as client:
+            ...     job = client.submit(module=Path("examples/wasm/build/noop.wasm"), max_price=2,
+            ...                         max_units=10**6, collateral=10**15, challenge_window=0)
+            ...     job.wait(timeout=30)
+        """
+        from chain_scheduler._devnet import Devnet
+
+        record = Devnet(root=root).record()
+        if not record.get("contract") or not record.get("rpc_url"):
+            raise errors.DevnetError(f"no devnet under {root}: start one with `chainsched devnet up`")
+        return cls(
+            rpc_url=str(record["rpc_url"]),
+            contract=str(record["contract"]),
+            key=devnet_key(account),
+            store=str(record["store_url"]),
+            gas=gas,
+            receipt_timeout=receipt_timeout,
+        )
 
     # ------------------------------------------------------------- lifecycle
 

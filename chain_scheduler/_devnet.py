@@ -21,7 +21,7 @@ has it, so a restart keeps every job and balance.
 Daemons are started as subprocesses (``python -m compute_node.cli``): this
 package never imports ``compute_node``.
 
-    DevnetError (a ChainSchedulerError)   a process did not start or stop
+    DevnetError (chain_scheduler.errors)   a process did not start or stop
 
 Example:
     >>> net = Devnet(root=Path(".devnet"))
@@ -54,7 +54,7 @@ from web3 import Web3
 from chain_scheduler._anvil import DEVNET_MNEMONIC, Anvil, find_anvil, free_port
 from chain_scheduler._market import Market
 from chain_scheduler._model import Capability
-from chain_scheduler.errors import ChainSchedulerError
+from chain_scheduler.errors import DevnetError
 
 logger = logging.getLogger(__name__)
 
@@ -71,10 +71,6 @@ FIRST_PROVIDER_ACCOUNT = 2
 _PREFERRED_PORT = 8545
 _MIN_BALANCE = Web3.to_wei(100, "ether")
 _FINAL_PHASES = ("settled", "abandoned")
-
-
-class DevnetError(ChainSchedulerError):
-    """A devnet process did not start, answer or stop."""
 
 
 @dataclass(frozen=True, slots=True)

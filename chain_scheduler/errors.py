@@ -13,6 +13,8 @@ what to do next.
     ├── JobFailed                    a job the client waits on ended Failed or Cancelled
     ├── ResultNotReady               a job has no accepted result yet (Client / JobHandle)
     ├── WaitTimeout                  JobHandle.wait gave up before the job got there
+    ├── KeyConfigError               no signing key, several, or one that does not load
+    ├── DevnetError                  a devnet process did not start, answer or stop; no devnet
     └── ContractError                a decoded custom error from the contract
         ├── TermsError               postJob refused the terms
         │     BadReplication, ClassMismatch, DestructiveReplicated, BadAudit, BadTerm,
@@ -187,6 +189,14 @@ class WaitTimeout(ChainSchedulerError, TimeoutError):
             f"Job {job_id} is still {self.status.name.title()} after {timeout:g}s, not {until}. "
             f"Wait longer, or see: chainsched job status {job_id}"
         )
+
+
+class KeyConfigError(ChainSchedulerError):
+    """No key, more than one, or one that does not load. The message never holds key material."""
+
+
+class DevnetError(ChainSchedulerError):
+    """A devnet process did not start, answer or stop; or there is no devnet where one was expected."""
 
 
 class ContractError(ChainSchedulerError):

@@ -22,18 +22,16 @@ import signal
 import sys
 import time
 from dataclasses import asdict
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any, cast
+from typing import Annotated, Any
 
 import typer
-from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 
 from chain_scheduler import Capability, Executor, Market, Round, SafetyClass, TxSender, errors
-from chain_scheduler._anvil import DEVNET_MNEMONIC
+from chain_scheduler._keys import load_account, parse_wei
 from compute_node._behaviour import Behaviour
 from compute_node._node import NodeStatus, ProviderNode
 from compute_node._policy import NodePolicy
@@ -96,41 +94,12 @@ def _fail(code: ExitCode, message: str) -> typer.Exit:
 
 def _load_account(key_file: Path | None, key_env: str | None, devnet_account: int | None) -> LocalAccount:
     """The signing key from exactly one source. Error messages never include key material."""
-    sources = (("--key-file", key_file), ("--key-env", key_env), ("--devnet-account", devnet_account))
-    given = [name for name, value in sources if value is not None]
-    if len(given) != 1:
-        got = f" (got {', '.join(given)})" if given else ""
-        raise _fail(ExitCode.USAGE, f"give exactly one of --key-file, --key-env, --devnet-account{got}")
     try:
-        if devnet_account is not None:
-            if devnet_account < 0:
-                raise _fail(ExitCode.USAGE, "--devnet-account is an index >= 0")
-            Account.enable_unaudited_hdwallet_features()
-            return cast(
-                LocalAccount, Account.from_mnemonic(DEVNET_MNEMONIC, account_path=f"m/44'/60'/0'/0/{devnet_account}")
-            )
-        if key_env is not None:
-            secret = os.environ.get(key_env)
-            if not secret:
-                raise _fail(ExitCode.USAGE, f"environment variable {key_env} is not set or empty")
-            return cast(LocalAccount, Account.from_key(secret.strip()))
-        assert key_file is not None
-        try:
-            text = key_file.read_text().strip()
-        except OSError as exc:
-            raise _fail(ExitCode.USAGE, f"cannot read the key file {key_file}: {exc.strerror}") from None
-        if text.startswith("{"):
-            password = os.environ.get("COMPUTE_NODE_KEY_PASSWORD")
-            if password is None:
-                raise _fail(ExitCode.USAGE, f"{key_file} is an encrypted keystore: set $COMPUTE_NODE_KEY_PASSWORD")
-            return cast(LocalAccount, Account.from_key(Account.decrypt(json.loads(text), password)))
-        return cast(LocalAccount, Account.from_key(text))
-    except typer.Exit:
-        raise
-    except Exception:  # noqa: BLE001 - the message could echo key material: say only what to fix
-        raise _fail(
-            ExitCode.USAGE, f"the key from {given[0]} is not a valid private key (or the keystore password is wrong)"
-        ) from None
+        return load_account(
+            key_file=key_file, key_env=key_env, devnet_account=devnet_account, password_env="COMPUTE_NODE_KEY_PASSWORD"
+        )
+    except errors.KeyConfigError as exc:
+        raise _fail(ExitCode.USAGE, str(exc)) from None
 
 
 def _configure_logging(level: str) -> None:
@@ -148,19 +117,10 @@ def _web3(rpc: str) -> Web3:
 
 
 def _parse_wei(text: str) -> int:
-    """``"1000"`` (wei), ``"1ether"``, ``"0.5 ether"``, ``"100gwei"``."""
-    cleaned = text.strip().lower().replace("_", "")
-    for unit in ("ether", "eth", "gwei", "wei"):
-        if cleaned.endswith(unit):
-            number = cleaned[: -len(unit)].strip()
-            try:
-                return int(Web3.to_wei(Decimal(number), "ether" if unit == "eth" else unit))
-            except (InvalidOperation, ValueError):
-                break
-    else:
-        if cleaned.isdigit():
-            return int(cleaned)
-    raise typer.BadParameter(f"{text!r} is not an amount: use wei (1000) or a unit (1ether, 0.5ether, 100gwei)")
+    try:
+        return parse_wei(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 def _capability_bits(names: list[str]) -> int:

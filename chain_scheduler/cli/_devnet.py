@@ -10,7 +10,8 @@ from typing import Annotated
 import typer
 
 from chain_scheduler import errors
-from chain_scheduler._devnet import BEHAVIOURS, Devnet, DevnetError
+from chain_scheduler._devnet import BEHAVIOURS, Devnet
+from chain_scheduler.errors import DevnetError
 
 app = typer.Typer(no_args_is_help=True, help="Start, inspect and stop a local market under .devnet/.")
 
