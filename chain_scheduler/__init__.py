@@ -4,7 +4,7 @@ The contract binding (:class:`Market`), the job model, pricing, and the errors
 every revert decodes into. See README.md for a walkthrough.
 """
 
-from chain_scheduler._client import Client, JobHandle, JobReceipt, ProviderReceipt
+from chain_scheduler._client import Client, JobHandle, JobReceipt, ProviderReceipt, SlashRecord
 from chain_scheduler._market import DEFAULT_GAS, Market, MarketEvent, TxResult
 from chain_scheduler._model import (
     Capability,
@@ -60,6 +60,7 @@ __all__ = [
     "Round",
     "SafetyClass",
     "SeenKeys",
+    "SlashRecord",
     "Slot",
     "SlotState",
     "TxJournal",

@@ -63,6 +63,8 @@ class ProviderReceipt:
         price: Its bid, in wei per unit.
         units: Units it was paid for (the revealed usage, or the median for Docker jobs).
         amount: Wei paid; ``price × units`` for an honest replica.
+        reported: The usage this provider revealed (Docker jobs are paid the lower
+            median of the agreeing replicas' reports, so it may differ from ``units``).
     """
 
     provider: str
@@ -70,6 +72,24 @@ class ProviderReceipt:
     price: int
     units: int
     amount: Wei
+    reported: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SlashRecord:
+    """A provider whose collateral a job took.
+
+    Attributes:
+        provider: The provider's address.
+        slot: Its slot.
+        amount: Collateral taken, in wei (to the slash pool, shared by the agreeing majority and the client).
+        reopened: Whether the slot was opened again for another provider.
+    """
+
+    provider: str
+    slot: int
+    amount: Wei
+    reopened: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +102,7 @@ class JobReceipt:
         consensus: The result's ``receipt.json`` (what every honest replica reported:
             executor, artifact digest, exit code, error, units, usage).
         providers: One entry per paid provider, in payment order.
+        slashed: Providers whose collateral was taken (a wrong, late or missing result).
         paid: Wei paid to providers in total.
         refund: Wei returned to the client's credit.
         escrow: Wei the client locked when posting.
@@ -94,6 +115,30 @@ class JobReceipt:
     paid: Wei
     refund: Wei
     escrow: Wei
+    slashed: tuple[SlashRecord, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict, each provider with its ``price × units = amount`` check."""
+        return {
+            "job_id": self.job_id,
+            "result_cid": self.result_cid,
+            "escrow": self.escrow,
+            "paid": self.paid,
+            "refund": self.refund,
+            "consensus": self.consensus,
+            "providers": [
+                {
+                    "provider": p.provider, "slot": p.slot, "price": p.price, "units": p.units,
+                    "reported_usage": p.reported, "amount": p.amount, "formula": f"{p.price} x {p.units}",
+                    "checks": p.amount == p.price * p.units,
+                }
+                for p in self.providers
+            ],
+            "slashed": [
+                {"provider": x.provider, "slot": x.slot, "amount": x.amount, "reopened": x.reopened}
+                for x in self.slashed
+            ],
+        }  # fmt: skip
 
 
 class Client:
@@ -250,6 +295,7 @@ class Client:
 
     def submit(
         self,
+        spec: JobSpec | None = None,
         *,
         module: Path | None = None,
         image: Path | None = None,
@@ -278,7 +324,10 @@ class Client:
         """Upload a job's program and inputs, store its spec, and post it with its escrow.
 
         Args:
-            module: A WASI command module (a Wasm job). Exactly one of ``module`` and ``image``.
+            spec: A ready job spec whose artifact and inputs are already in the store
+                (by CID); then ``module``, ``image``, ``inputs``, ``args``, ``env``,
+                ``limits``, ``network`` and ``description`` must not be given.
+            module: A WASI command module (a Wasm job). Exactly one of ``spec``, ``module`` and ``image``.
             image: A ``docker save`` tarball (a Docker job).
             inputs: Name under ``/inputs`` to a file or directory (uploaded), or to a
                 :class:`JobHandle` whose accepted result becomes the input (the job is
@@ -308,7 +357,7 @@ class Client:
 
         Raises:
             ValueError: neither or both of ``module`` and ``image``, or a missing input path.
-            SpecError: the spec does not validate.
+            SpecError: the spec does not validate, or (``spec=``) names content the store does not hold.
             TermsError: the contract refused the terms (e.g. BadReplication).
             OutOfFunds: the account cannot pay the escrow and gas.
 
@@ -319,45 +368,33 @@ class Client:
             >>> job.job_id
             7
         """
-        if (module is None) == (image is None):
-            raise ValueError("submit needs exactly one of module= (a .wasm file) or image= (a docker save tarball).")
-        program = module if module is not None else image
-        assert program is not None
-        if not program.is_file():
-            raise ValueError(f"{program} is not a file.")
-        executor = Executor.WASM if module is not None else Executor.DOCKER
-        store = self.store
-        artifact = str(store.put_file(program))
-        refs: list[InputRef] = []
         parent_ids: list[int] = [p.job_id if isinstance(p, JobHandle) else int(p) for p in parents]
-        for name, source in (inputs or {}).items():
-            if isinstance(source, JobHandle):
-                refs.append(InputRef(parent=source.job_id, path=name))
-                if source.job_id not in parent_ids:
-                    parent_ids.append(source.job_id)
-                continue
-            if source.is_dir():
-                cid = str(store.put_directory(source))
-            elif source.is_file():
-                cid = str(store.put_file(source))
-            else:
-                raise ValueError(f"Input {name!r}: {source} is neither a file nor a directory.")
-            refs.append(InputRef(cid=cid, path=name))
-        try:
-            spec = JobSpec(
-                version=1,
-                executor="wasm" if executor == Executor.WASM else "docker",
-                artifact=artifact,
-                inputs=refs,
-                args=list(args),
-                env=dict(env or {}),
-                limits=limits or Limits(),
+        if spec is not None:
+            if module is not None or image is not None or inputs or args or env or limits or network or description:
+                raise ValueError("submit(spec) takes the program, inputs and limits from the spec: pass only terms.")
+            parent_ids += [ref.parent for ref in spec.inputs if ref.parent is not None and ref.parent not in parent_ids]
+            named = (spec.artifact, *(r.cid for r in spec.inputs if r.cid))
+            missing = [cid for cid in named if not self.store.has(cid)]
+            if missing:
+                # No provider could run it: refuse before any wei is locked.
+                raise errors.SpecError(
+                    f"The spec names content the store does not hold: {', '.join(missing)}. "
+                    "Upload it first (or point at the store that holds it)."
+                )
+        else:
+            spec = self._build_spec(
+                module=module,
+                image=image,
+                inputs=inputs or {},
+                args=args,
+                env=env or {},
+                limits=limits,
                 network=network,
                 description=description,
+                parent_ids=parent_ids,
             )
-        except ValueError as exc:  # pydantic's ValidationError
-            raise errors.SpecError(f"The job spec is invalid: {exc}") from exc
-        spec_cid = str(store.put_bytes(spec.to_bytes()))
+        executor = Executor.WASM if spec.executor == "wasm" else Executor.DOCKER
+        spec_cid = str(self.store.put_bytes(spec.to_bytes()))
         terms = JobTerms.create(
             client=self.address,
             spec_cid=spec_cid,
@@ -387,6 +424,80 @@ class Client:
             job_id, spec_cid, k, m, terms.escrow, posted.block_number,
         )  # fmt: skip
         return JobHandle(client=self, job_id=job_id, from_block=posted.block_number, spec_cid=spec_cid)
+
+    def _build_spec(
+        self,
+        *,
+        module: Path | None,
+        image: Path | None,
+        inputs: Mapping[str, Path | JobHandle],
+        args: Sequence[str],
+        env: Mapping[str, str],
+        limits: Limits | None,
+        network: bool,
+        description: str,
+        parent_ids: list[int],
+    ) -> JobSpec:
+        """Upload the program and the inputs, and build the spec naming them (adds input parents)."""
+        if (module is None) == (image is None):
+            raise ValueError(
+                "submit needs exactly one of spec=, module= (a .wasm file) or image= (a docker save tarball)."
+            )
+        program = module if module is not None else image
+        assert program is not None
+        if not program.is_file():
+            raise ValueError(f"{program} is not a file.")
+        store = self.store
+        artifact = str(store.put_file(program))
+        refs: list[InputRef] = []
+        for name, source in inputs.items():
+            if isinstance(source, JobHandle):
+                refs.append(InputRef(parent=source.job_id, path=name))
+                if source.job_id not in parent_ids:
+                    parent_ids.append(source.job_id)
+                continue
+            if source.is_dir():
+                cid = str(store.put_directory(source))
+            elif source.is_file():
+                cid = str(store.put_file(source))
+            else:
+                raise ValueError(f"Input {name!r}: {source} is neither a file nor a directory.")
+            refs.append(InputRef(cid=cid, path=name))
+        try:
+            return JobSpec(
+                version=1,
+                executor="wasm" if module is not None else "docker",
+                artifact=artifact,
+                inputs=refs,
+                args=list(args),
+                env=dict(env),
+                limits=limits or Limits(),
+                network=network,
+                description=description,
+            )
+        except ValueError as exc:  # pydantic's ValidationError
+            raise errors.SpecError(f"The job spec is invalid: {exc}") from exc
+
+    def jobs(self, *, owner: str | None = None, statuses: frozenset[JobStatus] | None = None) -> list[JobHandle]:
+        """Jobs on this contract, oldest first, optionally by owner (the posting client) and status.
+
+        Example:
+            >>> [j.job_id for j in client.jobs(owner=client.address, statuses=frozenset({JobStatus.OPEN}))]
+        """
+        posted = self.market.events(names=("JobPosted",))
+        wanted_owner = owner.lower() if owner else None
+        found = []
+        for event in posted:
+            if wanted_owner is not None and str(event.args["client"]).lower() != wanted_owner:
+                continue
+            handle = JobHandle(
+                client=self, job_id=JobId(int(event.args["jobId"])), from_block=event.block_number,
+                spec_cid=str(event.args["specCid"]),
+            )  # fmt: skip
+            if statuses is not None and handle.status().status not in statuses:
+                continue
+            found.append(handle)
+        return found
 
     def job(self, job_id: int, *, from_block: int = 0) -> JobHandle:
         """A handle on an existing job (e.g. one posted earlier or by someone else)."""
@@ -587,11 +698,13 @@ class JobHandle:
         market = self.client.market
         events = market.events(
             from_block=self.from_block,
-            names=("JobPosted", "SlotAssigned", "ProviderPaid", "JobFinalized"),
+            names=("JobPosted", "SlotAssigned", "ResultRevealed", "SlotSlashed", "ProviderPaid", "JobFinalized"),
             job_id=self.job_id,
         )
         prices: dict[tuple[int, str], int] = {}
+        usage: dict[tuple[int, str], int] = {}
         providers: list[ProviderReceipt] = []
+        slashed: list[SlashRecord] = []
         paid = refund = escrow = 0
         for event in events:
             a = event.args
@@ -600,6 +713,17 @@ class JobHandle:
             elif event.name == "SlotAssigned":
                 # A reopened slot is assigned again: the latest assignment is the one paid.
                 prices[(int(a["slot"]), str(a["provider"]))] = int(a["price"])
+            elif event.name == "ResultRevealed":
+                usage[(int(a["slot"]), str(a["provider"]))] = int(a["usage"])
+            elif event.name == "SlotSlashed":
+                slashed.append(
+                    SlashRecord(
+                        provider=str(a["provider"]),
+                        slot=int(a["slot"]),
+                        amount=Wei(int(a["amount"])),
+                        reopened=bool(a["reopened"]),
+                    )
+                )
             elif event.name == "ProviderPaid":
                 slot, provider = int(a["slot"]), str(a["provider"])
                 providers.append(
@@ -609,6 +733,7 @@ class JobHandle:
                         price=prices.get((slot, provider), 0),
                         units=int(a["units"]),
                         amount=Wei(int(a["amount"])),
+                        reported=usage.get((slot, provider)),
                     )
                 )
             elif event.name == "JobFinalized":
@@ -626,7 +751,63 @@ class JobHandle:
             paid=Wei(paid),
             refund=Wei(refund),
             escrow=Wei(escrow),
+            slashed=tuple(slashed),
         )
+
+    def logs(self) -> tuple[str, str]:
+        """The job's stdout and stderr, from its accepted result.
+
+        Raises:
+            ResultNotReady, JobFailed: see :meth:`result_cid`.
+
+        Example:
+            >>> out, err = job.logs()
+        """
+        with tempfile.TemporaryDirectory(prefix="chainsched-logs-") as tmp:
+            outputs = self.fetch(Path(tmp) / "result")
+            texts = []
+            for name in ("stdout", "stderr"):
+                path = outputs / name
+                texts.append(path.read_text(errors="replace") if path.is_file() else "")
+        return texts[0], texts[1]
+
+    # ------------------------------------------------------------- actions
+
+    def terms(self) -> JobTerms:
+        """The job's terms, as posted."""
+        return self.client.market.terms_of(self.job_id)
+
+    def cancel(self) -> int:
+        """Cancel the job while it is Open (only its client may); returns the refund credited.
+
+        Raises:
+            NotCancellable: its slots are already filled.
+            NotClient: this client did not post it.
+        """
+        tx = self.client.market.cancel(self.job_id)
+        return int(tx.event("JobCancelled").args["refund"])
+
+    def challenge(self) -> int:
+        """Dispute a Succeeded job's result in its challenge window, paying the job's collateral as bond.
+
+        Verifier providers re-run the job; the bond comes back with a share of the
+        slashed collateral if the result was wrong, and goes to the accused otherwise.
+        Returns the bond paid.
+
+        Raises:
+            NotChallengeable: the job is not Succeeded, or its window closed.
+        """
+        bond = self.terms().collateral
+        self.client.market.challenge(self.job_id, bond=bond)
+        return bond
+
+    def finalize(self) -> None:
+        """Settle a Succeeded job whose challenge window has passed (anyone may; a keeper usually does).
+
+        Raises:
+            WrongStatus, DeadlineNotReached: it is not Succeeded, or its window is still open.
+        """
+        self.client.market.finalize(self.job_id)
 
 
 def _wanted(until: JobStatus | frozenset[JobStatus]) -> frozenset[JobStatus]:

@@ -9,7 +9,7 @@ import pytest
 CHAIN_SCHEDULER = {
     "DEFAULT_GAS", "Capability", "CursorStore", "EventBatch", "EventWatcher", "Executor", "FailReason",
     "FileCursor", "InputRef", "Job", "JobId", "JobSpec", "JobStatus", "JobTerms", "Limits", "Market",
-    "MarketEvent", "MemoryCursor", "PendingTx", "Provider", "Round", "SafetyClass", "SeenKeys", "Slot",
+    "MarketEvent", "MemoryCursor", "PendingTx", "Provider", "Round", "SafetyClass", "SeenKeys", "SlashRecord", "Slot",
     "SlotState", "TxJournal", "TxResult", "TxSender", "Units", "Wei", "commitment", "decode_revert",
     "escrow_for", "load_spec", "lower_median", "paid_units", "payment", "pool_shares", "resolve_parent_result",
     "result_key", "spec_digest", "Client", "JobHandle", "JobReceipt", "ProviderReceipt",

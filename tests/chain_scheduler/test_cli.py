@@ -36,12 +36,12 @@ def test_deploy_then_status_of_a_posted_and_an_unknown_job(node: Anvil) -> None:
     assert status.exit_code == 0, status.output
     assert json.loads(status.stdout) | {"deadline": 0} == {
         "job_id": job_id, "status": "open", "round": "main", "filled": 0, "committed": 0, "revealed": 0,
-        "deadline": 0,
+        "deadline": 0, "winner": None, "spec_cid": SPEC,
     }  # fmt: skip
 
     unknown = runner.invoke(app, ["job", "status", "99", "--rpc", node.url, "--contract", address, "--json"])
     assert unknown.exit_code == ExitCode.UNKNOWN_JOB
-    assert "job 99 does not exist" in unknown.output
+    assert "Job 99 does not exist" in unknown.output
 
 
 def test_an_unreachable_node_is_one_line_and_its_exit_code() -> None:
