@@ -95,7 +95,7 @@ static void collect_files(const char *root, const char *rel, str_list *out) {
         str_list_push(&names, entry->d_name);
     }
     closedir(dir);
-    qsort(names.items, names.len, sizeof(char *), str_cmp);
+    if (names.len) qsort(names.items, names.len, sizeof(char *), str_cmp);
     for (size_t i = 0; i < names.len; i++) {
         char child[PATH_BUF], child_path[PATH_BUF];
         if (rel[0] == '\0') {

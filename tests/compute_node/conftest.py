@@ -42,7 +42,7 @@ def wasm_examples() -> dict[str, Path]:
     if proc.returncode != 0:
         pytest.fail(f"building the Wasm examples failed:\n{proc.stderr}", pytrace=False)
     modules = {p.stem: p for p in WASM_BUILD_DIR.glob("*.wasm")}
-    assert {"noop", "wordcount", "sha256sum", "pi", "miner"} <= modules.keys()
+    assert {"noop", "wordcount", "sha256sum", "pi", "miner", "wordfreq", "merge", "ga"} <= modules.keys()
     return modules
 
 
