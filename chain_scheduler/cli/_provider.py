@@ -178,7 +178,7 @@ def run(
 ) -> None:
     """Run the provider daemon (compute-node run) until SIGTERM; other options pass through to it.
 
-    Example: chainsched provider run --account 6 -- --docker --price 3
+    Example: chainsched provider run --account 6 --docker --price 3
     """
     ends = endpoints(rpc, contract, store, devnet)
     cmd = [sys.executable, "-m", "compute_node.cli", "run", "--rpc", ends.rpc, "--contract", require_contract(ends)]
