@@ -219,6 +219,8 @@ class ProviderNode:
         self._posted: dict[int, _Posted] = {}
         self._workers: dict[int, threading.Thread] = {}
         self._deferred: dict[tuple[int, Round], float] = {}
+        # Jobs whose parents were not Finalized when we looked: considered again on a parent's JobFinalized.
+        self._awaiting_parents: dict[int, Round] = {}
         self._hold: dict[tuple[int, str], float] = {}
         self._said: set[tuple[int, str]] = set()
         self._clock = _ChainClock()
@@ -461,6 +463,8 @@ class ProviderNode:
                 self._note_seed(job_id, bytes(event.args["seed"]))
             elif event.name in ("ProviderPaid", "Withdrawn", "JobFinalized", "JobFailed", "JobCancelled"):
                 self._check_credit = True
+                if job_id is not None and self._awaiting_parents:
+                    self._parent_ended(job_id)
         except (errors.ChainUnavailable, OSError, NodeRefused):
             raise
         except errors.ChainSchedulerError as exc:
@@ -489,6 +493,13 @@ class ProviderNode:
         if event is not None:
             self.state.mark_handled(event.tx_hash, event.log_index, block=event.block_number)
 
+    def _parent_ended(self, parent: int) -> None:
+        """A job ended: its children that waited for it get another look (they may be biddable now)."""
+        for child, round_ in list(self._awaiting_parents.items()):
+            if parent in self._job_posted(child).terms.parents:
+                del self._awaiting_parents[child]
+                self._consider(child, round_, None)
+
     def _retry_deferred(self) -> None:
         if not self._deferred or self._running() >= self.policy.capacity:
             return
@@ -509,6 +520,13 @@ class ProviderNode:
         job = self.market.job(job_id)
         if job.status != JobStatus.OPEN or job.round != round_ or self._clock.now() >= job.deadline:
             logger.debug("job_id=%s not open for %s bids (status %s)", job_id, round_.name.lower(), job.status.name)
+            return "skip"
+        waiting = [p for p in terms.parents if self.market.job(p).status != JobStatus.FINALIZED]
+        if waiting:
+            # The contract refuses bids until every parent is Finalized: look again when one ends
+            # (a Failed or Cancelled parent leaves the child to be cancelled as an orphan).
+            self._awaiting_parents[job_id] = round_
+            logger.info("job_id=%s waits for parent job(s) %s to finalize", job_id, ", ".join(map(str, waiting)))
             return "skip"
         _first, count = _slot_range(round_, terms)
         window = round_ == Round.MAIN and terms.bid_window > 0 and job.committed == 0
@@ -568,6 +586,8 @@ class ProviderNode:
     def _reconcile(self, record: JobRecord) -> None:
         """Bring one job forward from what the contract says now."""
         job_id = int(record.job_id)
+        with self._lock:
+            record = self._records.get(job_id, record)  # the tick's snapshot may be stale
         posted = self._job_posted(job_id)
         terms = posted.terms
         job = self.market.job(job_id)
@@ -624,6 +644,11 @@ class ProviderNode:
 
     def _run_or_commit(self, record: JobRecord, posted: _Posted, job: ChainJob, slot: ChainSlot) -> None:
         job_id = int(record.job_id)
+        with self._lock:
+            # The record the tick started from may be stale: a worker may have stored its result
+            # (and left) since. Read both under the lock the worker saves and leaves under.
+            record = self._records.get(job_id, record)
+            executing = job_id in self._workers
         assert record.slot is not None
         if self.behaviour == Behaviour.COPYCAT:
             self._copy_commitment(record, posted.terms, job)
@@ -631,7 +656,7 @@ class ProviderNode:
         if record.result_cid is not None and record.salt is not None and record.usage is not None:
             self._commit(record, posted.terms, job)
             return
-        if record.error is not None or job_id in self._workers or self._stopping.is_set() or self._held(job_id, "run"):
+        if record.error is not None or executing or self._stopping.is_set() or self._held(job_id, "run"):
             return  # failed (waits for the timeout), executing, not starting new work, or retrying later
         if record.seed is None:
             seed = self._find_seed(job_id)

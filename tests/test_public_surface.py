@@ -13,6 +13,8 @@ CHAIN_SCHEDULER = {
     "SlotState", "TxJournal", "TxResult", "TxSender", "Units", "Wei", "commitment", "decode_revert",
     "escrow_for", "load_spec", "lower_median", "paid_units", "payment", "pool_shares", "resolve_parent_result",
     "result_key", "spec_digest", "Client", "JobHandle", "JobReceipt", "ProviderReceipt",
+    "FromStage", "JobOptions", "Repeat", "Stage", "StageJob", "StageRun", "Until", "Workflow", "WorkflowEvent",
+    "WorkflowRun",
 }  # fmt: skip
 COMPUTE_NODE = {
     "Behaviour", "DockerEngineUnavailableError", "DockerExecutor", "ExecutionRequest", "ExecutionResult",

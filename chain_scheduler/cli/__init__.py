@@ -23,11 +23,13 @@ from chain_scheduler.cli._common import DEFAULT_RPC, ExitCode, JsonOpt, connect,
 from chain_scheduler.cli._devnet import app as devnet_app
 from chain_scheduler.cli._job import app as job_app
 from chain_scheduler.cli._provider import account_app, provider_app
+from chain_scheduler.cli._workflow import app as workflow_app
 
 app = typer.Typer(no_args_is_help=True, help="chain-scheduler: a verifiable compute market on Ethereum.")
 contract_app = typer.Typer(no_args_is_help=True, help="Deploy the market contract.")
 app.add_typer(devnet_app, name="devnet")
 app.add_typer(job_app, name="job")
+app.add_typer(workflow_app, name="workflow")
 app.add_typer(provider_app, name="provider")
 app.add_typer(account_app, name="account")
 app.add_typer(contract_app, name="contract")

@@ -57,18 +57,18 @@ class ExitCode(enum.IntEnum):
 
 RpcOpt = Annotated[
     str | None,
-    typer.Option("--rpc", envvar="CHAINSCHED_RPC", help="JSON-RPC endpoint of the chain node [default: the devnet's]."),
+    typer.Option("--rpc", envvar="CHAINSCHED_RPC", help="Chain node JSON-RPC endpoint \\[default: the devnet's]."),
 ]
 ContractOpt = Annotated[
     str | None,
-    typer.Option("--contract", envvar="CHAINSCHED_CONTRACT", help="Market contract address [default: the devnet's]."),
+    typer.Option("--contract", envvar="CHAINSCHED_CONTRACT", help="Market contract address \\[default: the devnet's]."),
 ]
 StoreOpt = Annotated[
     str | None,
     typer.Option(
         "--store",
         envvar="CHAINSCHED_STORE",
-        help="Content store: local:DIR or ipfs:/ip4/127.0.0.1/tcp/5001 [default: the devnet's].",
+        help="Content store: local:DIR or ipfs:/ip4/127.0.0.1/tcp/5001 \\[default: the devnet's].",
     ),
 ]
 DevnetOpt = Annotated[
@@ -79,7 +79,7 @@ DevnetOpt = Annotated[
 ]
 AccountOpt = Annotated[
     int | None,
-    typer.Option("--account", metavar="N", help="Sign with devnet account N (local chains only) [default: 1]."),
+    typer.Option("--account", metavar="N", help="Sign with devnet account N (local chains only) \\[default: 1]."),
 ]
 KeyFileOpt = Annotated[
     Path | None,

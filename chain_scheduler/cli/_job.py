@@ -161,7 +161,7 @@ def submit(
     verifiers: Annotated[int, typer.Option(min=0, help="Verifier slots a challenge opens.")] = 0,
     audit: Annotated[float, typer.Option(min=0, max=1, help="Probability of a random audit (0..1).")] = 0.0,
     safety: Annotated[
-        str | None, typer.Option(help="deterministic, nondestructive or destructive [default: by executor].")
+        str | None, typer.Option(help="deterministic, nondestructive or destructive \\[default: by executor].")
     ] = None,
     challenge_window: Annotated[int, typer.Option(min=0, help="Seconds the result may be challenged.")] = 10,
     bid_window: Annotated[int, typer.Option(min=0, help="Seconds of bidding; 0: first come first served.")] = 0,
@@ -178,7 +178,7 @@ def submit(
     network: Annotated[bool, typer.Option("--network", help="Network access (destructive Docker jobs).")] = False,
     description: Annotated[str, typer.Option(help="Free text for people.")] = "",
     no_wait: Annotated[bool, typer.Option("--no-wait", help="Print the job id and return at once.")] = False,
-    out: Annotated[Path | None, typer.Option(help="Where to write the outputs [default: ./job-ID].")] = None,
+    out: Annotated[Path | None, typer.Option(help="Where to write the outputs \\[default: ./job-ID].")] = None,
     timeout: Annotated[float, typer.Option(min=0, help="Seconds to wait for the job to settle.")] = 600.0,
     rpc: RpcOpt = None,
     contract: ContractOpt = None,
@@ -331,7 +331,7 @@ def list_jobs(
 @app.command("result")
 def result(
     job_id: int,
-    out: Annotated[Path | None, typer.Option(help="Directory to create [default: ./job-ID].")] = None,
+    out: Annotated[Path | None, typer.Option(help="Directory to create \\[default: ./job-ID].")] = None,
     rpc: RpcOpt = None,
     contract: ContractOpt = None,
     store: StoreOpt = None,

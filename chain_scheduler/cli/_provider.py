@@ -65,7 +65,7 @@ def register(
     stake: Annotated[str, typer.Option(help="Stake to deposit: wei (1000) or with a unit (1ether).")] = "1ether",
     capabilities: Annotated[
         list[str] | None,
-        typer.Option("--capability", "-c", help="wasm, docker, gpu (repeat or comma-separate) [default: wasm]."),
+        typer.Option("--capability", "-c", help="wasm, docker, gpu (repeat or comma-separate) \\[default: wasm]."),
     ] = None,
     rpc: RpcOpt = None,
     contract: ContractOpt = None,
@@ -103,7 +103,7 @@ def register(
 
 @provider_app.command("status")
 def status(
-    address: Annotated[str | None, typer.Argument(help="A provider's address [default: your account].")] = None,
+    address: Annotated[str | None, typer.Argument(help="A provider's address \\[default: your account].")] = None,
     rpc: RpcOpt = None,
     contract: ContractOpt = None,
     devnet: DevnetOpt = Path(".devnet"),
@@ -174,7 +174,7 @@ def run(
     account: AccountOpt = None,
     key_file: KeyFileOpt = None,
     key_env: KeyEnvOpt = None,
-    state: Annotated[Path | None, typer.Option(help="The node's state directory [default: ./provider-state].")] = None,
+    state: Annotated[Path | None, typer.Option(help="Node state directory \\[default: ./provider-state].")] = None,
 ) -> None:
     """Run the provider daemon (compute-node run) until SIGTERM; other options pass through to it.
 
@@ -202,7 +202,7 @@ def run(
 
 @account_app.command("balance")
 def balance(
-    address: Annotated[str | None, typer.Argument(help="An address [default: your account].")] = None,
+    address: Annotated[str | None, typer.Argument(help="An address \\[default: your account].")] = None,
     rpc: RpcOpt = None,
     contract: ContractOpt = None,
     devnet: DevnetOpt = Path(".devnet"),
