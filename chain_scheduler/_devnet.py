@@ -9,6 +9,7 @@ Everything lives under ``root`` (``.devnet/`` by default)::
     node-K/            provider K's state directory (state.db, work files)
     store/             the embedded content store (local:...)
     ipfs/              the IPFS node's repository (with ``ipfs=True``)
+    dockerd/           pid file and log of a Docker engine the devnet started (``docker=True``)
     logs/anvil.log, logs/node-K.log
 
 Provider K (0-based) signs with account K + 2 of the public devnet mnemonic;
@@ -21,11 +22,16 @@ has it, so a restart keeps every job and balance.
 Daemons are started as subprocesses (``python -m compute_node.cli``): this
 package never imports ``compute_node``.
 
+With ``docker=True`` the daemons also take Docker jobs (``--docker``) and are
+registered with the capabilities ``wasm,docker``. A Docker engine that already
+answers is used as it is; otherwise ``scripts/dockerd.py`` starts one with its
+pid file under ``dockerd/``, and ``down()`` stops it, and only it.
+
     DevnetError (chain_scheduler.errors)   a process did not start or stop
 
 Example:
     >>> net = Devnet(root=Path(".devnet"))
-    >>> info = net.up(providers=3, bad={2: "lazy"})
+    >>> info = net.up(providers=3, bad={2: "lazy"}, prices={2: 1}, docker=True)
     >>> net.status().providers[0].stake_free
     >>> net.down()
 """
@@ -71,6 +77,9 @@ FIRST_PROVIDER_ACCOUNT = 2
 _PREFERRED_PORT = 8545
 _MIN_BALANCE = Web3.to_wei(100, "ether")
 _FINAL_PHASES = ("settled", "abandoned")
+_SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+#: What a daemon recorded without a setting ran with (records written before it existed).
+_DAEMON_DEFAULTS: dict[str, Any] = {"behaviour": "honest", "price": 1, "capacity": 1, "docker": False}
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +91,8 @@ class ProviderStatus:
         account_index: Its devnet account index (K + 2).
         address: Its account address.
         behaviour: What it was started with (honest or a cheat).
+        price: The price it bids, wei per unit (``compute-node run --price``).
+        docker: Whether it takes Docker jobs (``--docker``).
         pid: Process id from its pid file (None: not running).
         alive: Whether that process runs.
         log: Its log file.
@@ -100,6 +111,8 @@ class ProviderStatus:
     pid: int | None
     alive: bool
     log: str
+    price: int = 1
+    docker: bool = False
     registered: bool | None = None
     stake_free: int | None = None
     stake_locked: int | None = None
@@ -124,6 +137,9 @@ class DevnetStatus:
         contract_deployed: Whether the chain holds code at that address.
         store_url: The content store the providers use.
         providers: One entry per provider.
+        docker: Whether the devnet runs Docker jobs.
+        docker_engine: Whether a Docker engine answers (None: not asked, the devnet runs no Docker).
+        docker_started: Whether the devnet started that engine (then ``down()`` stops it).
     """
 
     root: str
@@ -137,6 +153,9 @@ class DevnetStatus:
     contract_deployed: bool
     store_url: str | None
     providers: tuple[ProviderStatus, ...] = field(default_factory=tuple)
+    docker: bool = False
+    docker_engine: bool | None = None
+    docker_started: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (``providers`` as a list of dicts)."""
@@ -154,6 +173,8 @@ class Devnet:
             free port; 0 always picks a free one.
         poll_interval: Seconds between the daemons' chain polls.
         stake: Stake each provider registers with (``compute-node register --stake``).
+        price: Wei per unit a provider bids unless ``up(prices=...)`` names it.
+        capacity: Jobs a daemon holds at once (``compute-node run --capacity``).
         unbonding_delay: The contract's unbonding delay, seconds (fresh deployments only).
         state_interval: Seconds between anvil's state dumps.
         block_time: Seconds per block; None mines a block per transaction.
@@ -169,6 +190,8 @@ class Devnet:
         port: int | None = None,
         poll_interval: float = 1.0,
         stake: str = "1ether",
+        price: int = 1,
+        capacity: int = 1,
         unbonding_delay: int = 3600,
         state_interval: int = 5,
         block_time: float | None = None,
@@ -180,6 +203,8 @@ class Devnet:
         self.port = port
         self.poll_interval = poll_interval
         self.stake = stake
+        self.price = price
+        self.capacity = capacity
         self.unbonding_delay = unbonding_delay
         self.state_interval = state_interval
         self.block_time = block_time
@@ -218,19 +243,33 @@ class Devnet:
 
     # --------------------------------------------------------------------- up
 
-    def up(self, providers: int = 2, bad: Mapping[int, str] | None = None, ipfs: bool = False) -> dict[str, Any]:
+    def up(
+        self,
+        providers: int = 2,
+        bad: Mapping[int, str] | None = None,
+        ipfs: bool = False,
+        docker: bool = False,
+        prices: Mapping[int, int] | None = None,
+    ) -> dict[str, Any]:
         """Start (or complete) the devnet and return its record (what ``devnet.json`` holds).
+
+        A daemon that runs with other settings than asked (behaviour, price,
+        capacity, Docker, chain or store) is restarted; one that runs as asked is kept.
 
         Args:
             providers: How many provider daemons to run.
             bad: Provider index -> behaviour for the ones that cheat; the rest are honest.
             ipfs: Use an IPFS node (``scripts/ipfs_node.py``) instead of the embedded store.
+            docker: Also run Docker jobs: use (or start) a Docker engine, run the daemons
+                with ``--docker`` and register them with the capabilities wasm and docker.
+            prices: Provider index -> price in wei per unit; the others bid ``self.price``.
 
         Raises:
-            ValueError: a bad index or behaviour.
+            ValueError: a bad index, behaviour or price.
             DevnetError: a process did not come up.
         """
         bad = dict(bad or {})
+        prices = dict(prices or {})
         if providers < 0:
             raise ValueError(f"providers must be >= 0, got {providers}")
         for index, behaviour in bad.items():
@@ -238,10 +277,18 @@ class Devnet:
                 raise ValueError(f"--bad {index}:{behaviour}: provider index must be in 0..{providers - 1}")
             if behaviour not in BEHAVIOURS:
                 raise ValueError(f"--bad {index}:{behaviour}: unknown behaviour; use one of {', '.join(BEHAVIOURS)}")
+        for index, price in prices.items():
+            if not 0 <= index < providers:
+                raise ValueError(f"--price {index}:{price}: provider index must be in 0..{providers - 1}")
+            if price < 0:
+                raise ValueError(f"--price {index}:{price}: a price is wei per unit, at least 0")
+        if self.price < 0 or self.capacity < 1:
+            raise ValueError(f"price must be >= 0 and capacity >= 1, got {self.price} and {self.capacity}")
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "logs").mkdir(exist_ok=True)
         record = self.record()
 
+        docker_started = self._ensure_docker() if docker else self._docker_pid() is not None
         rpc_url = self._ensure_anvil(record)
         w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 10}))
         contract, fresh = self._ensure_contract(w3, record.get("contract"))
@@ -257,23 +304,30 @@ class Devnet:
 
         accounts = [_devnet_account(index + FIRST_PROVIDER_ACCOUNT) for index in range(providers)]
         self._fund(w3, [address for address, _ in accounts])
-        self._register(w3, rpc_url, contract, range(providers))
+        capabilities = Capability.WASM | (Capability.DOCKER if docker else Capability(0))
+        self._register(w3, rpc_url, contract, range(providers), capabilities)
 
         previous = {int(p["index"]): p for p in record.get("providers", [])}
         entries = []
         started: list[int] = []
         for index in range(providers):
-            behaviour = bad.get(index, "honest")
             name = f"node-{index}"
+            settings = {
+                "behaviour": bad.get(index, "honest"),
+                "price": prices.get(index, self.price),
+                "capacity": self.capacity,
+                "docker": docker,
+            }
             pid = self._live_pid(name, "compute_node.cli")
             old = previous.get(index, {})
+            was = {key: old.get(key, _DAEMON_DEFAULTS[key]) for key in settings}
             changed = record.get("rpc_url") != rpc_url or old.get("store") != store_url
-            if pid is not None and (changed or old.get("behaviour", "honest") != behaviour):
-                logger.info("%s runs as %s; restarting it as %s", name, old.get("behaviour"), behaviour)
+            if pid is not None and (changed or was != settings):
+                logger.info("%s runs with %s; restarting it with %s", name, was, settings)
                 self._stop_process(name)
                 pid = None
             if pid is None:
-                pid = self._start_daemon(index, rpc_url, contract, store_url, behaviour)
+                pid = self._start_daemon(index, rpc_url, contract, store_url, settings)
                 started.append(index)
             entries.append(
                 {
@@ -281,7 +335,7 @@ class Devnet:
                     "account_index": index + FIRST_PROVIDER_ACCOUNT,
                     "address": accounts[index][0],
                     "pid": pid,
-                    "behaviour": behaviour,
+                    **settings,
                     "store": store_url,
                     "state": str(self.root / name),
                     "log": str(self._log_file(name)),
@@ -297,6 +351,8 @@ class Devnet:
             "deployer": w3.eth.accounts[0],
             "store_url": store_url,
             "ipfs": ipfs,
+            "docker": docker,
+            "docker_started": docker_started,
             "anvil_pid": self._live_pid("anvil", "anvil"),
             "state_file": str(self.state_file),
             "providers": entries,
@@ -306,6 +362,65 @@ class Devnet:
         tmp.replace(self.record_file)
         logger.info("devnet up: %s, contract %s, %d providers", rpc_url, contract, providers)
         return record
+
+    # ------------------------------------------------------------------ docker
+
+    @property
+    def _dockerd_dir(self) -> Path:
+        return (self.root / "dockerd").resolve()
+
+    def _dockerd(self, *args: str) -> subprocess.CompletedProcess[str]:
+        script = _SCRIPTS / "dockerd.py"
+        if not script.exists():
+            raise DevnetError(f"--docker needs {script} (a source checkout), or run the devnet without Docker.")
+        return subprocess.run(
+            [self.python, str(script), *args, "--state-dir", str(self._dockerd_dir)],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=self.start_timeout + 30,
+        )
+
+    def _docker_pid(self) -> int | None:
+        """The pid of the Docker engine this devnet started, if it still runs."""
+        pid_file = self._dockerd_dir / "dockerd.pid"
+        try:
+            pid = int(pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        if _pid_alive(pid) and "dockerd" in _cmdline(pid):
+            return pid
+        logger.info("removing stale pid file %s (pid %d is not a dockerd)", pid_file, pid)
+        pid_file.unlink(missing_ok=True)
+        return None
+
+    def _ensure_docker(self) -> bool:
+        """Use the Docker engine that answers, or start one. True when this devnet started it."""
+        result = self._dockerd("start")
+        if result.returncode != 0:
+            raise DevnetError(
+                f"the Docker engine did not start: {result.stderr.strip() or result.stdout.strip()} "
+                f"(see {self._dockerd_dir / 'dockerd.log'}; `apt-get install -y docker.io` provides dockerd)"
+            )
+        started = result.stdout.startswith("started")
+        if started:
+            logger.info("Docker engine started (%s), log %s", result.stdout.strip(), self._dockerd_dir / "dockerd.log")
+        return started or self._docker_pid() is not None
+
+    def _stop_docker(self) -> bool:
+        """Stop the Docker engine this devnet started (none other). True when one was stopped."""
+        if self._docker_pid() is None:
+            return False
+        result = self._dockerd("stop")
+        if result.returncode != 0:
+            logger.warning("stopping the Docker engine failed: %s", result.stderr.strip())
+        return result.returncode == 0
+
+    def _docker_answers(self) -> bool:
+        try:
+            return self._dockerd("status").returncode == 0
+        except DevnetError:
+            return False
 
     def _ensure_anvil(self, record: Mapping[str, Any]) -> str:
         pid = self._live_pid("anvil", "anvil")
@@ -359,7 +474,7 @@ class Devnet:
     def _ensure_store(self, ipfs: bool, record: Mapping[str, Any]) -> str:
         if not ipfs:
             return f"local:{(self.root / 'store').resolve()}"
-        script = Path(__file__).resolve().parent.parent / "scripts" / "ipfs_node.py"
+        script = _SCRIPTS / "ipfs_node.py"
         if not script.exists():
             raise DevnetError(f"--ipfs needs {script} (a source checkout); use the embedded store instead.")
         repo = str((self.root / "ipfs").resolve())
@@ -385,13 +500,18 @@ class Devnet:
             if w3.eth.get_balance(Web3.to_checksum_address(address)) < _MIN_BALANCE:
                 w3.provider.make_request("anvil_setBalance", [address, hex(_MIN_BALANCE)])  # type: ignore[arg-type]
 
-    def _register(self, w3: Web3, rpc_url: str, contract: str, indexes: range) -> None:
+    def _register(self, w3: Web3, rpc_url: str, contract: str, indexes: range, capabilities: Capability) -> None:
+        """Register each provider with ``capabilities``; set them on providers registered with others."""
         reader = Market(w3=w3, address=contract, account=w3.eth.accounts[0])
+        names = ",".join(str(c.name).lower() for c in Capability if capabilities & c)
         pending: dict[int, subprocess.Popen[str]] = {}
         for index in indexes:
             address, _ = _devnet_account(index + FIRST_PROVIDER_ACCOUNT)
-            if reader.provider(address).registered:
+            info = reader.provider(address)
+            if info.registered and info.capabilities == int(capabilities):
                 continue
+            # Already registered: no more stake, just the capabilities (`register --add`).
+            stake = ["--add", "--stake", "0"] if info.registered else ["--stake", self.stake]
             cmd = [
                 *self._node_cli("register"),
                 "--contract",
@@ -400,10 +520,9 @@ class Devnet:
                 rpc_url,
                 "--devnet-account",
                 str(index + FIRST_PROVIDER_ACCOUNT),
-                "--stake",
-                self.stake,
+                *stake,
                 "-c",
-                "wasm",
+                names,
                 "--json",
             ]
             pending[index] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -418,8 +537,11 @@ class Devnet:
     def _node_cli(self, command: str) -> list[str]:
         return [self.python, "-m", "compute_node.cli", command]
 
-    def _start_daemon(self, index: int, rpc_url: str, contract: str, store_url: str, behaviour: str) -> int:
+    def _start_daemon(
+        self, index: int, rpc_url: str, contract: str, store_url: str, settings: Mapping[str, Any]
+    ) -> int:
         name = f"node-{index}"
+        behaviour = str(settings["behaviour"])
         cmd = [
             *self._node_cli("run"),
             "--contract",
@@ -437,6 +559,11 @@ class Devnet:
             behaviour,
             "--poll-interval",
             str(self.poll_interval),
+            "--price",
+            str(settings["price"]),
+            "--capacity",
+            str(settings["capacity"]),
+            *(["--docker"] if settings["docker"] else []),
         ]
         log = self._log_file(name)
         with open(log, "ab") as out:
@@ -447,7 +574,7 @@ class Devnet:
             )
         self._children[process.pid] = process
         self._pid_file(name).write_text(f"{process.pid}\n")
-        logger.info("%s started (pid %d, %s), log %s", name, process.pid, behaviour, log)
+        logger.info("%s started (pid %d, %s, price %s), log %s", name, process.pid, behaviour, settings["price"], log)
         return process.pid
 
     def _wait_daemon(self, index: int) -> None:
@@ -468,7 +595,9 @@ class Devnet:
     # ------------------------------------------------------------------- down
 
     def down(self) -> list[str]:
-        """Stop the daemons (gracefully), then anvil (it writes its state), then IPFS.
+        """Stop the daemons (gracefully), then anvil (it writes its state), then IPFS and Docker.
+
+        A Docker engine is stopped only when this devnet started it.
 
         Returns:
             The names of the processes that were running and were stopped.
@@ -486,7 +615,7 @@ class Devnet:
         if self._stop_process("anvil"):
             stopped.append("anvil")
         if (self.root / "ipfs").exists() and (self.root / "ipfs" / "daemon.pid").exists():
-            script = Path(__file__).resolve().parent.parent / "scripts" / "ipfs_node.py"
+            script = _SCRIPTS / "ipfs_node.py"
             if script.exists():
                 subprocess.run(
                     [self.python, str(script), "stop", "--repo", str(self.root / "ipfs")],
@@ -494,6 +623,8 @@ class Devnet:
                     check=False,
                 )
                 stopped.append("ipfs")
+        if self._stop_docker():
+            stopped.append("dockerd")
         logger.info("devnet down: stopped %s", ", ".join(stopped) or "nothing")
         return stopped
 
@@ -590,6 +721,8 @@ class Devnet:
                     pid=pid,
                     alive=pid is not None,
                     log=entry.get("log", str(self._log_file(name))),
+                    price=int(entry.get("price", _DAEMON_DEFAULTS["price"])),
+                    docker=bool(entry.get("docker", False)),
                     jobs_in_flight=in_flight,
                     jobs_total=total,
                     **chain,
@@ -607,6 +740,9 @@ class Devnet:
             contract_deployed=deployed,
             store_url=record.get("store_url"),
             providers=tuple(providers),
+            docker=bool(record.get("docker", False)),
+            docker_engine=self._docker_answers() if record.get("docker") else None,
+            docker_started=self._docker_pid() is not None,
         )
 
     # -------------------------------------------------------------------- logs

@@ -40,9 +40,9 @@ taken from ``defaults`` unless the stage sets them.
 
 Scheduling: one thread posts and polls. Every stage whose dependencies are
 ready is posted at once, so independent stages run in parallel. A dependency is
-ready when its jobs are Finalized (with ``eager=True``: as soon as they are
-posted, the contract holding the child until its parents finalize; that needs
-providers that bid again when a parent finalizes). A stage that reads a
+ready as soon as its jobs are posted: the contract holds the child until its
+parents finalize, and the providers bid for it then (with ``eager=False`` the
+client posts a stage only once the jobs it reads are Finalized). A stage that reads a
 ``repeat`` stage waits until that stage has stopped (its last iteration is what
 it reads). The client times out its own jobs that nobody took by their fill
 deadline, so they fail with a refund instead of waiting forever.
@@ -429,7 +429,7 @@ class Workflow:
         out: Path | None = None,
         timeout: float = 600.0,
         poll: float = 0.5,
-        eager: bool = False,
+        eager: bool = True,
         on_event: Callable[[WorkflowEvent], None] | None = None,
     ) -> WorkflowRun:
         """Post the workflow's jobs on a connected client and follow them until all are Finalized.
@@ -444,10 +444,10 @@ class Workflow:
             poll: Seconds between two reads of the jobs' states.
             eager: Post a stage as soon as the stages it reads are posted, and a repeat
                 stage's next iteration as soon as the last one Succeeded: the contract
-                holds each child until its parents are Finalized. That needs providers
-                that bid again once a parent finalizes, and a ``fill_timeout`` that
-                covers the parents' run, since it counts from posting. By default a
-                stage is posted once the jobs it names are Finalized.
+                holds each child until its parents are Finalized, and providers bid for
+                it then. Its ``fill_timeout`` must cover the parents' run, since it
+                counts from posting. False: a stage is posted once the jobs it names
+                are Finalized.
             on_event: Called with each :class:`WorkflowEvent` (posted, status changes,
                 iterations, fetched results), e.g. to print progress.
 

@@ -44,6 +44,21 @@ def _parse_bad(values: list[str]) -> dict[int, str]:
     return bad
 
 
+def _parse_prices(values: list[str]) -> tuple[int | None, dict[int, int]]:
+    """``--price WEI`` (everyone) and ``--price K:WEI`` (provider K) into (default, per provider)."""
+    default: int | None = None
+    prices: dict[int, int] = {}
+    for value in values:
+        index, sep, price = value.rpartition(":")
+        if not price.strip().isdigit() or (sep and not index.strip().isdigit()):
+            raise _fail(_USAGE, f"--price {value!r}: use WEI (every provider) or K:WEI (provider K), e.g. 3:1")
+        if sep:
+            prices[int(index)] = int(price)
+        else:
+            default = int(price)
+    return default, prices
+
+
 @app.command("up")
 def up(
     providers: Annotated[int, typer.Option("--providers", "-n", min=0, help="Provider daemons to run.")] = 2,
@@ -52,14 +67,30 @@ def up(
         typer.Option("--bad", metavar="K:BEHAVIOUR", help="Provider K cheats (repeatable), e.g. 3:lazy."),
     ] = None,
     ipfs: Annotated[bool, typer.Option("--ipfs", help="Start an IPFS node instead of the embedded store.")] = False,
+    docker: Annotated[
+        bool,
+        typer.Option("--docker", help="Also run Docker jobs (starts a Docker engine unless one answers)."),
+    ] = False,
+    price: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--price",
+            metavar="[K:]WEI",
+            help="Wei per unit the providers bid (default 1); K:WEI sets provider K's (repeatable).",
+        ),
+    ] = None,
+    capacity: Annotated[int, typer.Option(min=1, help="Jobs each daemon holds at once.")] = 1,
     poll_interval: Annotated[float, typer.Option(min=0.01, help="Seconds between the daemons' chain polls.")] = 1.0,
     root: RootOpt = Path(".devnet"),
     as_json: JsonOpt = False,
 ) -> None:
     """Start the devnet, or whatever part of it is not running (keeps the chain's state)."""
-    net = Devnet(root=root, poll_interval=poll_interval)
+    default_price, prices = _parse_prices(price or [])
+    net = Devnet(
+        root=root, poll_interval=poll_interval, price=1 if default_price is None else default_price, capacity=capacity
+    )
     try:
-        record = net.up(providers=providers, bad=_parse_bad(bad or []), ipfs=ipfs)
+        record = net.up(providers=providers, bad=_parse_bad(bad or []), ipfs=ipfs, docker=docker, prices=prices)
     except ValueError as exc:
         raise _fail(_USAGE, str(exc)) from None
     except errors.ChainUnavailable as exc:
@@ -72,8 +103,12 @@ def up(
     typer.echo(f"rpc       {record['rpc_url']} (chain {record['chain_id']})")
     typer.echo(f"contract  {record['contract']}")
     typer.echo(f"store     {record['store_url']}")
+    if record.get("docker"):
+        typer.echo(f"docker    {'started by the devnet' if record.get('docker_started') else 'engine already running'}")
     for p in record["providers"]:
-        typer.echo(f"node-{p['index']}    {p['address']} pid {p['pid']} {p['behaviour']}  log {p['log']}")
+        typer.echo(
+            f"node-{p['index']}    {p['address']} pid {p['pid']} {p['behaviour']} price {p['price']}  log {p['log']}"
+        )
     typer.echo(f"export CHAINSCHED_RPC={record['rpc_url']} CHAINSCHED_CONTRACT={record['contract']}", err=True)
 
 
@@ -97,10 +132,14 @@ def status(root: RootOpt = Path(".devnet"), as_json: JsonOpt = False) -> None:
     chain = f"head {state.head}" if state.reachable else "unreachable"
     typer.echo(f"chain     {state.rpc_url or '-'}  {chain}  anvil {'up' if state.anvil_alive else 'down'}")
     typer.echo(f"contract  {state.contract or '-'}{'' if state.contract_deployed else ' (no code)'}")
+    if state.docker:
+        engine = "up" if state.docker_engine else "DOWN"
+        typer.echo(f"docker    engine {engine}{' (started by the devnet)' if state.docker_started else ''}")
     for p in state.providers:
         health = f"pid {p.pid}" if p.alive else "DOWN"
         typer.echo(
-            f"node-{p.index}  {p.address}  {health}  {p.behaviour}  stake {p.stake_free}/{p.stake_locked}  "
+            f"node-{p.index}  {p.address}  {health}  {p.behaviour}  price {p.price}  "
+            f"stake {p.stake_free}/{p.stake_locked}  "
             f"caps {','.join(p.capabilities) or '-'}  ok {p.succeeded} slashed {p.slashed}  "
             f"in flight {p.jobs_in_flight}"
         )

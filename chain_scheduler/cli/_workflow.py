@@ -79,11 +79,11 @@ def run(
     eager: Annotated[
         bool,
         typer.Option(
-            "--eager",
+            "--eager/--no-eager",
             help="Post each stage as soon as the stages it reads are posted (the contract holds it "
-            "until they are Finalized); needs providers that bid again when a parent finalizes.",
+            "until they are Finalized); --no-eager posts it only once they are Finalized.",
         ),
-    ] = False,
+    ] = True,
     overrides: SetOpt = None,
     rpc: RpcOpt = None,
     contract: ContractOpt = None,

@@ -91,6 +91,13 @@ def test_stale_pid_files_are_cleaned_and_the_cli_prints_json(devnet: Devnet) -> 
     assert restarted["providers"][0]["pid"] != dead
     assert restarted["anvil_pid"] == record["anvil_pid"]
 
+    # When: up with another price; Then: the daemon is restarted with it, and says so
+    repriced = devnet.up(providers=1, prices={0: 7})
+    assert repriced["providers"][0]["pid"] != restarted["providers"][0]["pid"]
+    assert repriced["providers"][0]["price"] == 7 and repriced["providers"][0]["docker"] is False
+    assert "--price 7" in devnet.logs("node-0", lines=None).rsplit("--- ", 1)[1]
+    assert devnet.status().providers[0].price == 7
+
     # And: `chainsched devnet status --json` prints one JSON document
     out = subprocess.run(
         [
@@ -112,3 +119,26 @@ def test_stale_pid_files_are_cleaned_and_the_cli_prints_json(devnet: Devnet) -> 
     assert data["contract"] == record["contract"]
     assert data["providers"][0]["alive"] is True
     assert data["providers"][0]["jobs_in_flight"] == 0
+    assert data["providers"][0]["price"] == 7 and data["docker"] is False and data["docker_engine"] is None
+
+
+def test_bad_settings_are_refused_before_anything_starts(tmp_path: Path) -> None:
+    # Given: no devnet yet
+    net = Devnet(root=tmp_path / "devnet")
+
+    # When / Then: a price for a provider that does not exist, or a negative one, is refused at once
+    with pytest.raises(ValueError, match=r"provider index must be in 0\.\.1"):
+        net.up(providers=2, prices={2: 1})
+    with pytest.raises(ValueError, match="at least 0"):
+        net.up(providers=2, prices={0: -1})
+    assert not net.root.exists()
+
+    # And: the CLI says how to write a price
+    out = subprocess.run(
+        [sys.executable, "-c", "from chain_scheduler.cli import main; main()", "devnet", "up", "--root",
+         str(net.root), "--price", "x:2"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert "use WEI (every provider) or K:WEI (provider K)" in out.stderr
+    assert not net.root.exists()

@@ -230,12 +230,12 @@ def _word_counts() -> str:
 
 @pytest.mark.timeout(120)
 def test_mapreduce_from_python_counts_the_corpus_and_the_reduce_names_the_maps(client: Client, tmp_path: Path) -> None:
-    # Given: the example, one replica per job
+    # Given: the example, one replica per job, each stage posted by the client once its parents finalized
     wf = Workflow.load(EXAMPLES / "mapreduce.yaml").override(**QUICK)
     events: list[WorkflowEvent] = []
 
     # When
-    run = wf.run(client, out=tmp_path / "out", timeout=90, poll=0.2, on_event=events.append)
+    run = wf.run(client, out=tmp_path / "out", timeout=90, poll=0.2, eager=False, on_event=events.append)
 
     # Then: the reduce's counts are the corpus's word counts
     reduce_job = run["reduce"].jobs[0]
