@@ -16,7 +16,7 @@ from chain_scheduler.errors import DevnetError
 app = typer.Typer(no_args_is_help=True, help="Start, inspect and stop a local market under .devnet/.")
 
 RootOpt = Annotated[
-    Path, typer.Option("--root", envvar="CHAINSCHED_DEVNET", file_okay=False, help="The devnet directory.")
+    Path, typer.Option("--root", "--devnet", envvar="CHAINSCHED_DEVNET", file_okay=False, help="The devnet directory.")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 
