@@ -52,6 +52,7 @@ bench: setup
 	$(PY) bench/gas.py
 	$(PY) bench/storage.py
 	$(PY) bench/executors.py
+	$(PY) bench/e2e.py
 
 clean:
 	rm -rf $(STAMPS) .pytest_cache .mypy_cache .ruff_cache crytic-export

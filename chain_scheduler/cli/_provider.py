@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from eth_typing import ChecksumAddress
+from web3 import Web3
 
 from chain_scheduler._keys import DEVNET_CHAIN_IDS, parse_wei
 from chain_scheduler._market import Market
@@ -21,6 +23,7 @@ from chain_scheduler.cli._common import (
     AccountOpt,
     ContractOpt,
     DevnetOpt,
+    Endpoints,
     ExitCode,
     JsonOpt,
     KeyEnvOpt,
@@ -58,6 +61,17 @@ def _provider_json(m: Market, address: str) -> dict[str, Any]:
         "unbonding_until": info.unbonding_at or None,
         "credit": m.credit_of(address),
     }
+
+
+def _whose(
+    ends: Endpoints, address: str | None, account: int | None, key_file: Path | None, key_env: str | None
+) -> tuple[Market, ChecksumAddress]:
+    """A binding, and the address asked about: the one given (read-only, no key needed) or the signer's."""
+    m = reader(ends) if address else market(ends, account, key_file, key_env)
+    who = address or m.account
+    if not Web3.is_address(who):
+        raise fail(ExitCode.USAGE, f"{who!r} is not an address")
+    return m, Web3.to_checksum_address(who)
 
 
 @provider_app.command("register")
@@ -113,13 +127,9 @@ def status(
     as_json: JsonOpt = False,
 ) -> None:
     """A provider's stake (free and locked), capabilities, reputation and credit."""
-    ends = endpoints(rpc, contract, None, devnet)
-    m = reader(ends) if address else market(ends, account, key_file, key_env)
+    m, who = _whose(endpoints(rpc, contract, None, devnet), address, account, key_file, key_env)
     with exit_on_error():
-        who = address or m.account
-        if not m.w3.is_address(who):
-            raise fail(ExitCode.USAGE, f"{who!r} is not an address")
-        emit(_provider_json(m, m.w3.to_checksum_address(who)), as_json)
+        emit(_provider_json(m, who), as_json)
 
 
 @provider_app.command("withdraw")
@@ -212,13 +222,8 @@ def balance(
     as_json: JsonOpt = False,
 ) -> None:
     """Wallet balance, and the credit the contract holds for you (refunds, payments, returned bonds)."""
-    ends = endpoints(rpc, contract, None, devnet)
-    m = reader(ends) if address else market(ends, account, key_file, key_env)
+    m, who = _whose(endpoints(rpc, contract, None, devnet), address, account, key_file, key_env)
     with exit_on_error():
-        who = address or m.account
-        if not m.w3.is_address(who):
-            raise fail(ExitCode.USAGE, f"{who!r} is not an address")
-        who = m.w3.to_checksum_address(who)
         emit({"address": who, "balance": m.w3.eth.get_balance(who), "credit": m.credit_of(who)}, as_json)
 
 
