@@ -39,7 +39,7 @@ from chain_scheduler import errors
 from chain_scheduler._keys import devnet_key
 from chain_scheduler._market import DEFAULT_GAS, Market
 from chain_scheduler._model import Executor, FailReason, Job, JobId, JobStatus, JobTerms, SafetyClass, Wei
-from chain_scheduler._rpc import rpc_call
+from chain_scheduler._rpc import http_web3, rpc_call
 from chain_scheduler._spec import InputRef, JobSpec, Limits, resolve_parent_result
 from storage import ContentStore, open_store
 
@@ -242,7 +242,7 @@ class Client:
         """
         if self._market is not None:
             return self
-        w3 = self._w3 or Web3(Web3.HTTPProvider(self.rpc_url, request_kwargs={"timeout": 30}))
+        w3 = self._w3 or http_web3(str(self.rpc_url))
         rpc_call(lambda: w3.eth.chain_id)
         if isinstance(self._store_arg, str):
             self._store = open_store(self._store_arg)

@@ -423,7 +423,9 @@ class Market:
                 raise
             raise decoded from exc
         try:
-            receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=self.receipt_timeout)
+            receipt = self.w3.eth.wait_for_transaction_receipt(
+                tx_hash, timeout=self.receipt_timeout, poll_latency=0.01
+            )
         except TimeExhausted as exc:
             raise errors.TransactionFailed(
                 f"Transaction {HexBytes(tx_hash).to_0x_hex()} was not mined within "

@@ -357,7 +357,7 @@ class TxSender:
         """Poll every hash of the nonce until one is mined, replacing when stuck."""
         nonce = sent[-1].nonce
         started = last_sent = time.monotonic()
-        pause = min(0.02, self.poll_interval)
+        pause = min(0.002, self.poll_interval)  # automine answers in a few ms; back off from there
         replacements = 0
         while True:
             receipt = self._find_receipt(sent)

@@ -580,6 +580,7 @@ class ProviderNode:
             return
         self._save(replace(record, phase=JobPhase.ASSIGNED, slot=slot, seed=seed))
         logger.info("job_id=%s holds slot %d (%s round) at price %d", job_id, slot, round_.name.lower(), price)
+        self._wake.set()  # ours may have closed the bidding: start the run without waiting a poll
 
     # ------------------------------------------------------------- reconcile
 
@@ -758,6 +759,7 @@ class ProviderNode:
             return
         self._save(replace(record, phase=JobPhase.COMMITTED))
         logger.info("job_id=%s committed slot %d", job_id, record.slot)
+        self._wake.set()  # ours may have closed the commits: look for the reveal at once, not a poll later
 
     def _reveal(self, record: JobRecord, terms: JobTerms, job: ChainJob) -> None:
         job_id = int(record.job_id)

@@ -32,6 +32,7 @@ from web3 import Web3
 
 from chain_scheduler import Capability, Executor, Market, Round, SafetyClass, TxSender, errors
 from chain_scheduler._keys import load_account, parse_wei
+from chain_scheduler._rpc import http_web3
 from compute_node._behaviour import Behaviour
 from compute_node._node import NodeStatus, ProviderNode
 from compute_node._policy import NodePolicy
@@ -113,7 +114,7 @@ def _configure_logging(level: str) -> None:
 
 
 def _web3(rpc: str) -> Web3:
-    return Web3(Web3.HTTPProvider(rpc, request_kwargs={"timeout": 10}))
+    return http_web3(rpc, timeout=10)
 
 
 def _parse_wei(text: str) -> int:

@@ -37,7 +37,7 @@ from chain_scheduler._client import CLIENT_ACCOUNT, Client
 from chain_scheduler._devnet import Devnet
 from chain_scheduler._keys import DEVNET_CHAIN_IDS, devnet_key, load_account
 from chain_scheduler._market import ZERO_ADDRESS, Market
-from chain_scheduler._rpc import rpc_call
+from chain_scheduler._rpc import http_web3, rpc_call
 from storage import StorageError
 
 DEFAULT_RPC = "http://127.0.0.1:8545"
@@ -176,7 +176,7 @@ def endpoints(rpc: str | None, contract: str | None, store: str | None, devnet: 
 
 def connect(url: str) -> Web3:
     """A Web3 on ``url`` that answered; exit 3 when it does not."""
-    w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": 30}))
+    w3 = http_web3(url)
     try:
         rpc_call(lambda: w3.eth.chain_id)
     except errors.ChainUnavailable:
