@@ -188,7 +188,7 @@ class Devnet:
         *,
         root: Path = Path(".devnet"),
         port: int | None = None,
-        poll_interval: float = 1.0,
+        poll_interval: float = 0.25,
         stake: str = "1ether",
         price: int = 1,
         capacity: int = 1,

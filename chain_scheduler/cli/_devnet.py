@@ -80,7 +80,7 @@ def up(
         ),
     ] = None,
     capacity: Annotated[int, typer.Option(min=1, help="Jobs each daemon holds at once.")] = 1,
-    poll_interval: Annotated[float, typer.Option(min=0.01, help="Seconds between the daemons' chain polls.")] = 1.0,
+    poll_interval: Annotated[float, typer.Option(min=0.01, help="Seconds between the daemons' chain polls.")] = 0.25,
     root: RootOpt = Path(".devnet"),
     as_json: JsonOpt = False,
 ) -> None:
