@@ -222,6 +222,14 @@ class ProviderNode:
         # Jobs whose parents were not Finalized when we looked: considered again on a parent's JobFinalized.
         self._awaiting_parents: dict[int, Round] = {}
         self._hold: dict[tuple[int, str], float] = {}
+        # Which jobs a tick re-reads from the contract: those an event, our own transaction or a
+        # finished run touched, those whose phase deadline (chain time) or retry hold (monotonic)
+        # has come, and every job at each sweep (a safety net). Re-reading every job at every
+        # tick cost a third of a daemon's CPU under load (bench/e2e.py).
+        self._dirty: set[int] = set()
+        self._deadline_of: dict[int, int] = {}
+        self._retry_at: dict[int, float] = {}
+        self._next_sweep = 0.0
         self._said: set[tuple[int, str]] = set()
         self._clock = _ChainClock()
         self._watcher: EventWatcher | None = None
@@ -392,7 +400,7 @@ class ProviderNode:
             self._prune(batch.to_block)
             self._retry_deferred()
             caught_up = batch.caught_up
-        for record in self.jobs():
+        for record in self._due_jobs():
             if self._abort.is_set():
                 break
             if self._held(int(record.job_id), "reconcile"):
@@ -449,6 +457,8 @@ class ProviderNode:
 
     def _on_event(self, event: MarketEvent) -> None:
         job_id = event.job_id
+        if job_id is not None and job_id in self._records:
+            self._touch(job_id)
         try:
             if event.name == "JobPosted" and job_id is not None:
                 self._posted[job_id] = _Posted(
@@ -580,9 +590,36 @@ class ProviderNode:
             return
         self._save(replace(record, phase=JobPhase.ASSIGNED, slot=slot, seed=seed))
         logger.info("job_id=%s holds slot %d (%s round) at price %d", job_id, slot, round_.name.lower(), price)
+        self._touch(job_id)
         self._wake.set()  # ours may have closed the bidding: start the run without waiting a poll
 
     # ------------------------------------------------------------- reconcile
+
+    def _touch(self, job_id: int) -> None:
+        """Look at this job again at the next tick."""
+        with self._lock:
+            self._dirty.add(job_id)
+
+    def _due_jobs(self) -> list[JobRecord]:
+        """The jobs this tick re-reads (see ``_dirty``), their marks cleared."""
+        now_chain, now = self._clock.now(), time.monotonic()
+        with self._lock:
+            records = sorted(self._records.values(), key=lambda r: r.job_id)
+            if now >= self._next_sweep:
+                self._next_sweep = now + max(2.0, 5 * self.poll_interval)
+                self._dirty.clear()
+                return records
+            due = [
+                r for r in records
+                if (job_id := int(r.job_id)) in self._dirty
+                or job_id not in self._deadline_of
+                or now_chain >= self._deadline_of[job_id]
+                or now >= self._retry_at.get(job_id, float("inf"))
+            ]  # fmt: skip
+            for r in due:
+                self._dirty.discard(int(r.job_id))
+                self._retry_at.pop(int(r.job_id), None)
+            return due
 
     def _reconcile(self, record: JobRecord) -> None:
         """Bring one job forward from what the contract says now."""
@@ -592,6 +629,7 @@ class ProviderNode:
         posted = self._job_posted(job_id)
         terms = posted.terms
         job = self.market.job(job_id)
+        self._deadline_of[job_id] = job.deadline
         if record.phase == JobPhase.BIDDING or record.slot is None:
             self._find_slot(record, terms)
             return
@@ -700,6 +738,7 @@ class ProviderNode:
             logger.warning("job_id=%s could not run now (%s); retrying", job_id, _one_line(exc))
             with self._lock:
                 self._workers.pop(job_id, None)
+                self._retry_at[job_id] = self._hold[(job_id, "run")]
             self._wake.set()
             return
         except Exception as exc:
@@ -733,6 +772,7 @@ class ProviderNode:
         finally:
             with self._lock:
                 self._workers.pop(job_id, None)
+                self._dirty.add(job_id)
             self._wake.set()
 
     def _commit(self, record: JobRecord, terms: JobTerms, job: ChainJob) -> None:
@@ -945,6 +985,8 @@ class ProviderNode:
                 self._records[int(stored.job_id)] = stored
             else:
                 self._records.pop(int(stored.job_id), None)
+                self._deadline_of.pop(int(stored.job_id), None)
+                self._retry_at.pop(int(stored.job_id), None)
             return stored
 
     def _running(self) -> int:
@@ -959,7 +1001,10 @@ class ProviderNode:
         return time.monotonic() < self._hold.get((job_id, action), 0.0)
 
     def _hold_for(self, job_id: int, action: str) -> None:
-        self._hold[(job_id, action)] = time.monotonic() + self.keeper_retry
+        until = time.monotonic() + self.keeper_retry
+        self._hold[(job_id, action)] = until
+        with self._lock:
+            self._retry_at[job_id] = min(self._retry_at.get(job_id, until), until)
 
     def _say(self, job_id: int, key: str, message: str, arg: object) -> None:
         """Log a waiting state once per job."""

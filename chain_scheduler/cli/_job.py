@@ -209,6 +209,8 @@ def submit(
                 raise fail(ExitCode.USAGE, f"--require {name.strip()!r}: use wasm, docker or gpu") from None
     ends = endpoints(rpc, contract, store, devnet)
     with client(ends, KeyChoice(account, key_file, key_env)) as sdk:
+        if not no_wait and out is not None and out.exists():
+            raise fail(ExitCode.USAGE, f"{out} exists: pass --out to a new directory (nothing was posted)")
         named: dict[str, Path | JobHandle] = {}
         for name, value in _pairs(inputs or [], "--input"):
             if value.startswith("job:") and value[4:].isdigit():
@@ -258,6 +260,8 @@ def submit(
         )
         job = _follow(handle, until=until, timeout=timeout, progress=progress)
         dest = out or Path(f"job-{handle.job_id}")
+        if dest.exists():  # the default name: keep what is there, write beside it
+            dest = Path(f"job-{handle.job_id}-{int(time.time())}")
         outputs = handle.fetch(dest)
         data: dict[str, Any] = posted | {
             "status": job.status.name.lower(),

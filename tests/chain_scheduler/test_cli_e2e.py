@@ -149,7 +149,7 @@ def test_a_new_provider_registers_runs_and_withdraws(devnet: Devnet, examples: d
     try:
         job = ok_json(
             cli(devnet, "job", "submit", "--module", str(examples["noop"]), "-k", "4", "-m", "3",
-                "--challenge-window", "0", "--timeout", "60", "--json")
+                "--challenge-window", "0", "--timeout", "60", "--out", str(tmp_path / "out"), "--json")
         )  # fmt: skip
     finally:
         daemon.send_signal(signal.SIGTERM)
@@ -195,6 +195,13 @@ def test_bad_input_gets_the_documented_exit_codes(devnet: Devnet, examples: dict
     dead = f"http://127.0.0.1:{free_port()}"
     result = cli(devnet, "job", "list", "--rpc", dead)
     assert result.exit_code == ExitCode.CHAIN_UNAVAILABLE and dead in result.stderr
+
+    # An output directory that exists: refused before anything is posted
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    result = cli(devnet, "job", "submit", "--module", str(examples["noop"]), "--out", str(taken))
+    assert result.exit_code == ExitCode.USAGE and "nothing was posted" in result.stderr
+    assert ok_json(cli(devnet, "job", "list", "--json"))["jobs"] == before
 
     # Usage: two key sources, a missing module file, a bad --input
     result = cli(devnet, "account", "balance", "--account", "1", "--key-env", "NOPE")
