@@ -636,7 +636,11 @@ class ProviderNode:
         slot = self.market.slot(job_id, record.slot)
         if slot.provider != self.address:
             if record.phase == JobPhase.ASSIGNED:
-                self._save(replace(record, phase=JobPhase.ABANDONED, error="lost the slot to a cheaper bid"))
+                # No slot kept: the node never ran the job, so it may bid again if a slot reopens
+                # (the contract's freshness rule looks at the current slot holders only).
+                self._save(
+                    replace(record, phase=JobPhase.ABANDONED, slot=None, error="lost the slot to a cheaper bid")
+                )
                 logger.info("job_id=%s lost slot %d to a cheaper bid", job_id, record.slot)
             else:
                 self._save(replace(record, phase=JobPhase.SETTLED, error="slot reassigned after a missed deadline"))

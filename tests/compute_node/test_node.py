@@ -36,6 +36,7 @@ from chain_scheduler import (
     MarketEvent,
     SlotState,
     commitment,
+    errors,
 )
 from chain_scheduler._anvil import DEVNET_MNEMONIC, Anvil, advance_time
 from compute_node import JobPhase, NodeState
@@ -455,6 +456,38 @@ def test_slow_and_silent_daemons_are_slashed_and_a_fresh_provider_takes_the_slow
     slashed = [e.args["provider"] for e in chain.events(job_id, "SlotSlashed")]
     assert slashed == [slow.address, silent.address]
     assert {e.args["provider"] for e in chain.events(job_id, "ProviderPaid")} == {honest.address, standby.address}
+
+
+def test_a_daemon_displaced_by_a_cheaper_bid_takes_the_slot_when_it_reopens(
+    chain: Chain, daemons: list[Daemon], wasm_examples: dict[str, Path]
+) -> None:
+    # Given a k=1 job with a bid window, held by an honest daemon asking 3 wei/unit
+    register(chain, 26, 27)
+    honest = Daemon(chain=chain, index=26, name="displaced26", price=3).start()
+    daemons.append(honest)
+    job_id, terms = post_wordcount_job(chain, wasm_examples, k=1, m=1, bid_window=3)
+
+    def holder() -> str | None:
+        assigned = chain.events(job_id, "SlotAssigned")
+        return str(assigned[-1].args["provider"]) if assigned else None
+
+    wait_for("the honest daemon to take the slot", lambda: holder() == honest.address, daemons=daemons)
+
+    # When a slow daemon asking 1 wei/unit displaces it, then misses its commit deadline
+    slow = Daemon(chain=chain, index=27, name="slowcheap27", price=1, behaviour="slow").start()
+    daemons.append(slow)
+    wait_for("the cheaper bid to displace it", lambda: holder() == slow.address, daemons=daemons)
+    wait_for("the slow daemon to hold its commit", lambda: "slow: holding the commit" in slow.log(), daemons=daemons)
+    wait_for("the displacement to be noticed", lambda: "lost slot 0 to a cheaper bid" in honest.log(), daemons=daemons)
+    advance_time(chain.w3, terms.exec_timeout + 1)
+    with contextlib.suppress(errors.JobStateError):  # a daemon's keeper may be first
+        chain.market.timeout(job_id, terms)
+
+    # Then the slot reopens, the displaced daemon (which never ran the job) takes it, and is paid
+    wait_for("the reopened slot to go back to it", lambda: holder() == honest.address, daemons=daemons)
+    finalize_after_challenge_window(chain, job_id, daemons)
+    assert [e.args["provider"] for e in chain.events(job_id, "SlotSlashed")] == [slow.address]
+    assert [e.args["provider"] for e in chain.events(job_id, "ProviderPaid")] == [honest.address]
 
 
 def test_a_second_sigterm_stops_at_once_while_the_first_waits_for_the_running_job(
