@@ -162,7 +162,7 @@ class Daemon:
 
 
 @contextlib.contextmanager
-def market_on_anvil(work: Path, *, accounts: int = 30) -> Iterator[Chain]:
+def market_on_anvil(work: Path, *, accounts: int = 32) -> Iterator[Chain]:
     """A real anvil node with the market deployed; the store under ``work/store``."""
     with Anvil(accounts=accounts, log_file=work / "anvil.log") as node:
         w3 = node.web3()
@@ -462,10 +462,10 @@ def test_a_daemon_displaced_by_a_cheaper_bid_takes_the_slot_when_it_reopens(
     chain: Chain, daemons: list[Daemon], wasm_examples: dict[str, Path]
 ) -> None:
     # Given a k=1 job with a bid window, held by an honest daemon asking 3 wei/unit
-    register(chain, 26, 27)
-    honest = Daemon(chain=chain, index=26, name="displaced26", price=3).start()
+    register(chain, 30, 31)
+    honest = Daemon(chain=chain, index=30, name="displaced30", price=3).start()
     daemons.append(honest)
-    job_id, terms = post_wordcount_job(chain, wasm_examples, k=1, m=1, bid_window=3)
+    job_id, terms = post_wordcount_job(chain, wasm_examples, k=1, m=1, bid_window=40)
 
     def holder() -> str | None:
         assigned = chain.events(job_id, "SlotAssigned")
@@ -474,9 +474,10 @@ def test_a_daemon_displaced_by_a_cheaper_bid_takes_the_slot_when_it_reopens(
     wait_for("the honest daemon to take the slot", lambda: holder() == honest.address, daemons=daemons)
 
     # When a slow daemon asking 1 wei/unit displaces it, then misses its commit deadline
-    slow = Daemon(chain=chain, index=27, name="slowcheap27", price=1, behaviour="slow").start()
+    slow = Daemon(chain=chain, index=31, name="slowcheap31", price=1, behaviour="slow").start()
     daemons.append(slow)
     wait_for("the cheaper bid to displace it", lambda: holder() == slow.address, daemons=daemons)
+    advance_time(chain.w3, terms.bid_window)  # the window closes: the cheapest bid keeps the slot
     wait_for("the slow daemon to hold its commit", lambda: "slow: holding the commit" in slow.log(), daemons=daemons)
     wait_for("the displacement to be noticed", lambda: "lost slot 0 to a cheaper bid" in honest.log(), daemons=daemons)
     advance_time(chain.w3, terms.exec_timeout + 1)
@@ -485,6 +486,7 @@ def test_a_daemon_displaced_by_a_cheaper_bid_takes_the_slot_when_it_reopens(
 
     # Then the slot reopens, the displaced daemon (which never ran the job) takes it, and is paid
     wait_for("the reopened slot to go back to it", lambda: holder() == honest.address, daemons=daemons)
+    advance_time(chain.w3, terms.bid_window)  # the reopened round's bid window
     finalize_after_challenge_window(chain, job_id, daemons)
     assert [e.args["provider"] for e in chain.events(job_id, "SlotSlashed")] == [slow.address]
     assert [e.args["provider"] for e in chain.events(job_id, "ProviderPaid")] == [honest.address]
