@@ -239,19 +239,25 @@ class EventWatcher:
         last = self.cursor.load()
         return self.start_block if last is None else max(last + 1, self.start_block)
 
-    def poll(self) -> EventBatch:
+    def poll(self, head: int | None = None) -> EventBatch:
         """Read the events of the next block range after the cursor.
 
         Returns a batch even when there is nothing new (``empty_range``). The
         cursor does not move until the batch is committed: polling again without
         committing returns the same range.
 
+        Args:
+            head: The chain's latest block number when the caller just read it (saves
+                one request per poll); None asks the node.
+
         Raises:
             ChainUnavailable: the node cannot be reached, or refuses even a
                 one-block range; the cursor is unchanged.
         """
         first = self.next_block()
-        head = self._call(lambda: int(self.market.w3.eth.block_number)) - self.confirmations
+        if head is None:
+            head = self._call(lambda: int(self.market.w3.eth.block_number))
+        head -= self.confirmations
         if first > head:
             last = self.cursor.load()
             if last is not None and last > head + self.confirmations:

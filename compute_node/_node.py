@@ -393,7 +393,7 @@ class ProviderNode:
         caught_up = True
         if not self._stopping.is_set():
             # While stopping no event is read, so the cursor stays put and a restart sees them.
-            batch = self._watcher.poll()
+            batch = self._watcher.poll(head=int(latest["number"]))
             for event in batch.events:
                 self._on_event(event)
             batch.commit()

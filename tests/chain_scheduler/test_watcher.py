@@ -240,6 +240,24 @@ def test_confirmations_hold_back_the_newest_blocks(market: Market) -> None:
     assert len(rest) == 3
 
 
+def test_a_head_given_by_the_caller_bounds_the_range_without_asking_the_node(market: Market) -> None:
+    # Given events in several blocks, and a caller that read the head earlier (an older one)
+    start = deploy_block(market)
+    make_events(market, 4)
+    head = market.w3.eth.block_number
+    watcher = EventWatcher(market=market, cursor=MemoryCursor(), start_block=start, max_range=1000)
+
+    # When it polls with that older head: the range stops there
+    batch = watcher.poll(head=head - 2)
+    assert (batch.from_block, batch.to_block) == (start, head - 2)
+    assert keys(batch.events) == keys(market.events(from_block=start, to_block=head - 2))
+    batch.commit()
+
+    # And the next poll with the true head delivers the rest
+    rest = watcher.poll(head=head)
+    assert (rest.from_block, rest.to_block) == (head - 1, head)
+
+
 def test_only_named_events(market: Market) -> None:
     start = deploy_block(market)
     make_events(market, 2)
