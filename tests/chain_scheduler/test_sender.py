@@ -139,7 +139,8 @@ def test_stuck_transaction_is_replaced_with_higher_fees_and_mined_once(w3: Web3)
         thread.start()
         # When the transaction sits unmined past stuck_after, a replacement is sent
         deadline = time.monotonic() + 15
-        while len(journal.hashes(nonce)) < 2:
+        while len(journal.hashes(nonce)) < 2 or not _in_pool(w3, journal.hashes(nonce)[1]):
+            # (journalled first, then broadcast: mine only once the node holds the replacement)
             assert time.monotonic() < deadline, "no replacement was sent"
             time.sleep(0.05)
         rpc(w3, "evm_mine")
@@ -163,6 +164,14 @@ def test_stuck_transaction_is_replaced_with_higher_fees_and_mined_once(w3: Web3)
     assert w3.eth.get_transaction(HexStr(mined))["maxFeePerGas"] >= first_fee * 1.125
     assert w3.eth.get_transaction_count(account.address) == nonce + 1
     assert journal.pending() == []
+
+
+def _in_pool(w3: Web3, tx_hash: str) -> bool:
+    try:
+        w3.eth.get_transaction(HexStr(tx_hash))
+    except TransactionNotFound:
+        return False
+    return True
 
 
 def test_nonce_too_low_for_a_transaction_that_landed_is_success(node: Anvil) -> None:
