@@ -59,7 +59,7 @@ from web3 import Web3
 
 from chain_scheduler._anvil import DEVNET_MNEMONIC, Anvil, find_anvil, free_port
 from chain_scheduler._market import Market
-from chain_scheduler._model import Capability
+from chain_scheduler._model import Capability, capability_names
 from chain_scheduler.errors import DevnetError
 
 logger = logging.getLogger(__name__)
@@ -503,7 +503,7 @@ class Devnet:
     def _register(self, w3: Web3, rpc_url: str, contract: str, indexes: range, capabilities: Capability) -> None:
         """Register each provider with ``capabilities``; set them on providers registered with others."""
         reader = Market(w3=w3, address=contract, account=w3.eth.accounts[0])
-        names = ",".join(str(c.name).lower() for c in Capability if capabilities & c)
+        names = ",".join(capability_names(capabilities))
         pending: dict[int, subprocess.Popen[str]] = {}
         for index in indexes:
             address, _ = _devnet_account(index + FIRST_PROVIDER_ACCOUNT)
@@ -707,7 +707,7 @@ class Devnet:
                     "registered": info.registered,
                     "stake_free": int(info.free),
                     "stake_locked": int(info.locked),
-                    "capabilities": tuple(str(c.name).lower() for c in Capability if info.capabilities & c),
+                    "capabilities": capability_names(info.capabilities),
                     "succeeded": info.succeeded,
                     "slashed": info.slashed,
                 }

@@ -8,6 +8,7 @@ without the contract changing with it.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, NewType
 
@@ -39,6 +40,31 @@ class Capability(enum.IntFlag):
     WASM = 1 << 0
     DOCKER = 1 << 1
     GPU = 1 << 2
+
+
+def capability_names(bits: int) -> tuple[str, ...]:
+    """The names of the capability bits set in ``bits``: 3 -> ``("wasm", "docker")``."""
+    return tuple(str(c.name).lower() for c in Capability if bits & c)
+
+
+def capability_bits(names: Iterable[str]) -> int:
+    """The bits of capability names, repeated or comma-separated: ``["wasm", "docker,gpu"]`` -> 7.
+
+    Raises:
+        ValueError: an unknown name (the message lists the known ones).
+    """
+    bits = 0
+    for name in names:
+        for part in name.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            try:
+                bits |= int(Capability[part.upper()])
+            except KeyError:
+                choices = ", ".join(str(c.name).lower() for c in Capability)
+                raise ValueError(f"unknown capability {part!r}: use {choices}") from None
+    return bits
 
 
 class SafetyClass(enum.IntEnum):

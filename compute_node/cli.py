@@ -32,6 +32,7 @@ from web3 import Web3
 
 from chain_scheduler import Capability, Executor, Market, Round, SafetyClass, TxSender, errors
 from chain_scheduler._keys import load_account, parse_wei
+from chain_scheduler._model import capability_bits, capability_names
 from chain_scheduler._rpc import http_web3
 from compute_node._behaviour import Behaviour
 from compute_node._node import NodeStatus, ProviderNode
@@ -125,18 +126,10 @@ def _parse_wei(text: str) -> int:
 
 
 def _capability_bits(names: list[str]) -> int:
-    bits = 0
-    for name in names:
-        for part in name.split(","):
-            part = part.strip().upper()
-            if not part:
-                continue
-            try:
-                bits |= int(Capability[part])
-            except KeyError:
-                choices = ", ".join(str(c.name).lower() for c in Capability)
-                raise typer.BadParameter(f"unknown capability {part.lower()!r}; use {choices}") from None
-    return bits
+    try:
+        return capability_bits(names)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 # ----------------------------------------------------------------------- run
@@ -365,7 +358,7 @@ def register(
         "provider": account.address,
         "stake_free": after.free,
         "stake_locked": after.locked,
-        "capabilities": [str(c.name).lower() for c in Capability if after.capabilities & c],
+        "capabilities": list(capability_names(after.capabilities)),
         "gas_used": gas,
     }
     if as_json:

@@ -12,7 +12,7 @@ import typer
 from chain_scheduler import errors
 from chain_scheduler._client import JobHandle
 from chain_scheduler._keys import parse_wei
-from chain_scheduler._model import Capability, Job, JobStatus, SafetyClass
+from chain_scheduler._model import Job, JobStatus, SafetyClass, capability_bits
 from chain_scheduler._spec import JobSpec, Limits
 from chain_scheduler.cli._common import (
     AccountOpt,
@@ -71,10 +71,7 @@ def _job_json(handle: JobHandle, job: Job) -> dict[str, Any]:
 class _Progress:
     """Prints each phase a job reaches on stderr, once: posted, bids, running, committed, revealed, verified."""
 
-    def __init__(self, handle: JobHandle, k: int, quiet: bool) -> None:
-        self.handle = handle
-        self.k = k
-        self.quiet = quiet
+    def __init__(self) -> None:
         self.start = time.monotonic()
         self.seen: set[str] = set()
         self.last: tuple[int, int, int, int, int] | None = None
@@ -83,8 +80,7 @@ class _Progress:
         if key in self.seen:
             return
         self.seen.add(key)
-        if not self.quiet:
-            note(f"[{time.monotonic() - self.start:6.2f}s] {text}")
+        note(f"[{time.monotonic() - self.start:6.2f}s] {text}")
 
     def update(self, job: Job) -> None:
         state = (int(job.status), int(job.round), job.filled, job.committed, job.revealed)
@@ -200,13 +196,10 @@ def submit(
             raise fail(
                 ExitCode.USAGE, f"--safety {safety!r}: use deterministic, nondestructive or destructive"
             ) from None
-    capabilities = 0
-    for name in ",".join(require or []).split(","):
-        if name.strip():
-            try:
-                capabilities |= int(Capability[name.strip().upper()])
-            except KeyError:
-                raise fail(ExitCode.USAGE, f"--require {name.strip()!r}: use wasm, docker or gpu") from None
+    try:
+        capabilities = capability_bits(require or [])
+    except ValueError as exc:
+        raise fail(ExitCode.USAGE, f"--require: {exc}") from None
     ends = endpoints(rpc, contract, store, devnet)
     with client(ends, KeyChoice(account, key_file, key_env)) as sdk:
         if not no_wait and out is not None and out.exists():
@@ -251,7 +244,7 @@ def submit(
         if no_wait:
             emit(posted | {"status": "open"}, as_json)
             return
-        progress = _Progress(handle, k, quiet=False)
+        progress = _Progress()
         progress.say("posted", f"posted     job {handle.job_id}: k={k} m={m}, escrow {posted['escrow']} wei")
         until = (
             frozenset({JobStatus.FINALIZED})

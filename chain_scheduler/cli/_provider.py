@@ -18,7 +18,7 @@ from web3 import Web3
 
 from chain_scheduler._keys import DEVNET_CHAIN_IDS, parse_wei
 from chain_scheduler._market import Market
-from chain_scheduler._model import Capability
+from chain_scheduler._model import capability_bits, capability_names
 from chain_scheduler.cli._common import (
     AccountOpt,
     ContractOpt,
@@ -44,10 +44,6 @@ provider_app = typer.Typer(no_args_is_help=True, help="Become a provider, run a 
 account_app = typer.Typer(no_args_is_help=True, help="Your balance and credit, and withdrawing the credit.")
 
 
-def _capability_names(bits: int) -> list[str]:
-    return [str(c.name).lower() for c in Capability if bits & c]
-
-
 def _provider_json(m: Market, address: str) -> dict[str, Any]:
     info = m.provider(address)
     return {
@@ -55,7 +51,7 @@ def _provider_json(m: Market, address: str) -> dict[str, Any]:
         "registered": info.registered,
         "stake_free": info.free,
         "stake_locked": info.locked,
-        "capabilities": _capability_names(info.capabilities),
+        "capabilities": list(capability_names(info.capabilities)),
         "succeeded": info.succeeded,
         "slashed": info.slashed,
         "unbonding_until": info.unbonding_at or None,
@@ -94,13 +90,10 @@ def register(
         amount = parse_wei(stake)
     except ValueError as exc:
         raise fail(ExitCode.USAGE, str(exc)) from None
-    bits = 0
-    for name in ",".join(capabilities or ["wasm"]).split(","):
-        if name.strip():
-            try:
-                bits |= int(Capability[name.strip().upper()])
-            except KeyError:
-                raise fail(ExitCode.USAGE, f"unknown capability {name.strip()!r}: use wasm, docker, gpu") from None
+    try:
+        bits = capability_bits(capabilities or ["wasm"])
+    except ValueError as exc:
+        raise fail(ExitCode.USAGE, str(exc)) from None
     m = market(endpoints(rpc, contract, None, devnet), account, key_file, key_env)
     with exit_on_error():
         before = m.provider(m.account)

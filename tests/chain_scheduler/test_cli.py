@@ -50,3 +50,14 @@ def test_an_unreachable_node_is_one_line_and_its_exit_code() -> None:
     assert result.exit_code == ExitCode.CHAIN_UNAVAILABLE
     assert f"cannot reach the chain node at {rpc}" in result.output
     assert "Traceback" not in result.output
+
+
+def test_capability_names_and_bits_round_trip_and_unknown_names_are_refused() -> None:
+    from chain_scheduler._model import capability_bits, capability_names
+
+    assert capability_bits(["wasm", "docker, gpu"]) == 7
+    assert capability_names(capability_bits(["gpu,wasm"])) == ("wasm", "gpu")
+    with pytest.raises(ValueError, match="unknown capability 'tpu': use wasm, docker, gpu"):
+        capability_bits(["wasm,tpu"])
+    result = runner.invoke(app, ["provider", "register", "-c", "tpu", "--rpc", "http://127.0.0.1:1"])
+    assert result.exit_code == ExitCode.USAGE and "unknown capability 'tpu'" in result.stderr
