@@ -333,6 +333,11 @@ class Market:
         terms = terms or self.terms_of(job_id)
         return self._transact(self.contract.functions.bid(job_id, terms.as_abi(), price))
 
+    def withdraw_bid(self, job_id: int, slot: int, terms: JobTerms | None = None) -> TxResult:
+        """Leave ``slot`` of a round that has not filled; its collateral is free again."""
+        terms = terms or self.terms_of(job_id)
+        return self._transact(self.contract.functions.withdrawBid(job_id, terms.as_abi(), slot))
+
     def close_bidding(self, job_id: int, terms: JobTerms | None = None) -> TxResult:
         terms = terms or self.terms_of(job_id)
         return self._transact(self.contract.functions.closeBidding(job_id, terms.as_abi()))

@@ -22,7 +22,7 @@ Units = NewType("Units", int)
 
 #: ABI type of the JobTerms tuple, in field order.
 TERMS_ABI = (
-    "(address,bytes32,uint8,uint8,uint8,uint8,uint8,uint16,uint32,uint64,uint64,uint96,"
+    "(address,bytes32,uint8,uint8,uint8,uint8,uint8,uint16,uint32,uint64,uint64,uint64,uint96,"
     "uint32,uint32,uint32,uint32,uint32,uint64[])"
 )
 
@@ -139,6 +139,7 @@ class JobTerms:
     capabilities: int
     max_price: int
     max_units: int
+    min_units: int
     collateral: int
     bid_window: int
     fill_timeout: int
@@ -163,6 +164,7 @@ class JobTerms:
         max_price: int,
         max_units: int,
         collateral: int,
+        min_units: int = 0,
         bid_window: int = 0,
         fill_timeout: int = 300,
         exec_timeout: int = 300,
@@ -185,6 +187,7 @@ class JobTerms:
             capabilities=int(capabilities),  # an IntFlag is iterable: web3 would encode it as a list
             max_price=max_price,
             max_units=max_units,
+            min_units=min_units,
             collateral=collateral,
             bid_window=bid_window,
             fill_timeout=fill_timeout,
@@ -208,6 +211,7 @@ class JobTerms:
             int(self.capabilities),
             self.max_price,
             self.max_units,
+            self.min_units,
             self.collateral,
             self.bid_window,
             self.fill_timeout,
@@ -235,13 +239,14 @@ class JobTerms:
             capabilities=v[8],
             max_price=v[9],
             max_units=v[10],
-            collateral=v[11],
-            bid_window=v[12],
-            fill_timeout=v[13],
-            exec_timeout=v[14],
-            reveal_window=v[15],
-            challenge_window=v[16],
-            parents=tuple(v[17]),
+            min_units=v[11],
+            collateral=v[12],
+            bid_window=v[13],
+            fill_timeout=v[14],
+            exec_timeout=v[15],
+            reveal_window=v[16],
+            challenge_window=v[17],
+            parents=tuple(v[18]),
         )
 
     @property

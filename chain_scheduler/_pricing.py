@@ -2,7 +2,8 @@
 
 A winning provider is paid ``price × units`` where ``units`` is the agreed usage
 for deterministic jobs and the lower median of the winners' usages otherwise,
-capped by the job's ``max_units``. A property test proves this agrees with the
+raised to the job's ``min_units`` (the floor that pays a replica's fixed costs, so a
+failure result of no work is still paid) and capped by its ``max_units``. A property test proves this agrees with the
 contract for random inputs.
 """
 
@@ -20,10 +21,10 @@ def lower_median(values: Sequence[int]) -> int:
     return sorted(values)[(len(values) - 1) // 2]
 
 
-def paid_units(usages: Sequence[int], *, deterministic: bool, max_units: int) -> int:
+def paid_units(usages: Sequence[int], *, deterministic: bool, max_units: int, min_units: int = 0) -> int:
     """Units each winner is paid for, given the winners' revealed usages."""
     units = usages[0] if deterministic else lower_median(usages)
-    return min(units, max_units)
+    return min(max(units, min_units), max_units)
 
 
 def payment(price: int, units: int) -> Wei:

@@ -25,7 +25,7 @@ what to do next.
         │     ParentNotFinalized, ParentNotFailed
         ├── ProviderError            the provider cannot do this
         │     NotRegistered, AlreadyRegistered, MissingCapabilities, InsufficientStake,
-        │     Unbonding, StakeLocked, AlreadyInJob, PriceTooHigh, BidNotCompetitive,
+        │     Unbonding, StakeLocked, AlreadyInJob, PriceTooHigh, BidNotCompetitive, BidFinal,
         │     NotSlotHolder, WrongSlotState, CommitmentMismatch
         ├── AccessError              only the client may do this: NotClient
         └── PaymentError             WrongBond, NothingToWithdraw, TransferFailed,
@@ -282,6 +282,7 @@ class BadTerm(TermsError):
         "verifiers must be at most 15",
         "terms.client must be the sender",
         "a job may name at most 8 parents",
+        "min_units must be at most max_units",
     )
 
     def __init__(self, **fields: Any) -> None:
@@ -450,6 +451,14 @@ class BidNotCompetitive(ProviderError):
     template = "Bid {price} wei/unit does not beat the dearest kept bid ({dearest}), or bidding is over."
 
 
+class BidFinal(ProviderError):
+    error_name = "BidFinal"
+    template = (
+        "The bid on slot {slot} of job {jobId} cannot be withdrawn: the round is full or over, "
+        "or a slot of the job was reopened. See: chainsched job status {jobId}"
+    )
+
+
 class NotSlotHolder(ProviderError):
     error_name = "NotSlotHolder"
     template = "{caller} does not hold slot {slot} of job {jobId}."
@@ -553,6 +562,7 @@ CONTRACT_ERRORS: dict[str, type[ContractError]] = {
         AlreadyInJob,
         PriceTooHigh,
         BidNotCompetitive,
+        BidFinal,
         NotSlotHolder,
         WrongSlotState,
         CommitmentMismatch,

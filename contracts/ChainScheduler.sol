@@ -29,6 +29,13 @@ contract ChainScheduler is IChainScheduler {
     uint8 private constant FLAG_AUDIT_OPENED = 2;
     uint8 private constant FLAG_VERIFY_OPENED = 4;
     uint8 private constant FLAG_CHALLENGED = 8;
+    /// @dev Bits 4-5 of `flags` count the times a main slot was reopened after a missed commit.
+    uint8 private constant REOPEN_SHIFT = 4;
+    uint8 private constant REOPEN_MASK = 3;
+    /// @dev Reopenings per job. A griefer who bids and never commits costs the job one commit
+    /// window each time; after this many the job goes on with what was committed, or fails
+    /// with the griefers' collateral in the client's refund.
+    uint8 private constant MAX_REOPENS = 2;
 
 
     /// @dev What a winner gets besides its pay, at settlement (memory only).
@@ -183,6 +190,22 @@ contract ChainScheduler is IChainScheduler {
         _slots[jobId][index] = Slot({provider: msg.sender, price: price, state: SlotState.Assigned});
         emit SlotAssigned(jobId, job.round, uint8(index), msg.sender, price);
         if (job.filled == count && !windowOpen) _closeBidding(jobId, job, terms);
+        _jobs[jobId] = job;
+    }
+
+    /// @inheritdoc IChainScheduler
+    function withdrawBid(uint256 jobId, JobTerms calldata terms, uint8 slot) external {
+        Job memory job = _load(jobId, terms);
+        _requireStatus(jobId, job, JobStatus.Open);
+        (uint256 first, uint256 count) = _range(job.round, terms);
+        if (slot < first || slot >= first + count || job.filled == count || _reopens(job) != 0) {
+            revert ChainSchedulerBidFinal(jobId, slot);
+        }
+        _heldSlot(jobId, slot, SlotState.Assigned);
+        delete _slots[jobId][slot];
+        job.filled -= 1;
+        _unlock(_providers[msg.sender], terms.collateral);
+        emit BidWithdrawn(jobId, slot, msg.sender);
         _jobs[jobId] = job;
     }
 
@@ -443,8 +466,9 @@ contract ChainScheduler is IChainScheduler {
     function _timeoutCommits(uint256 jobId, Job memory job, JobTerms calldata terms) private {
         (uint256 first, uint256 count) = _range(job.round, terms);
         // Reassignment (seeds 002/003): a main slot that missed its commit is reopened
-        // for a fresh provider unless the job is destructive (at most once).
-        bool reopen = job.round == Round.Main && terms.safety != SafetyClass.Destructive;
+        // for a fresh provider unless the job is destructive (at most once) or has been
+        // reopened MAX_REOPENS times already.
+        bool reopen = job.round == Round.Main && terms.safety != SafetyClass.Destructive && _reopens(job) < MAX_REOPENS;
         bool reopened = false;
         for (uint256 i = first; i < first + count; ++i) {
             if (_slots[jobId][i].state != SlotState.Assigned) continue;
@@ -457,6 +481,7 @@ contract ChainScheduler is IChainScheduler {
             }
         }
         if (reopened) {
+            job.flags += uint8(1) << REOPEN_SHIFT;
             job.status = JobStatus.Open;
             job.deadline = _after(terms.fillTimeout);
         } else if (job.committed != 0) {
@@ -561,6 +586,8 @@ contract ChainScheduler is IChainScheduler {
         }
         // Deterministic winners agree on usage; otherwise all are paid the median.
         units = deterministic ? uint64(uint256(accepted)) : _lowerMedian(usages, n);
+        // The floor pays a replica's fixed costs even for a failure result of no work.
+        if (units < terms.minUnits) units = terms.minUnits;
         if (units > terms.maxUnits) units = terms.maxUnits;
     }
 
@@ -690,6 +717,7 @@ contract ChainScheduler is IChainScheduler {
         _validateReplication(t);
         if (t.maxPrice == 0) revert ChainSchedulerBadTerm(0);
         if (t.maxUnits == 0) revert ChainSchedulerBadTerm(1);
+        if (t.minUnits > t.maxUnits) revert ChainSchedulerBadTerm(9);
         if (t.fillTimeout == 0) revert ChainSchedulerBadTerm(2);
         if (t.execTimeout == 0) revert ChainSchedulerBadTerm(3);
         if (t.revealWindow == 0) revert ChainSchedulerBadTerm(4);
@@ -845,6 +873,10 @@ contract ChainScheduler is IChainScheduler {
     /// agreement between replicas, not secrecy (the audit draw is what must be unpredictable).
     function _seed(uint256 jobId, Job memory job) private view returns (bytes32) {
         return keccak256(abi.encode(block.chainid, address(this), jobId, job.termsDigest));
+    }
+
+    function _reopens(Job memory job) private pure returns (uint8) {
+        return (job.flags >> REOPEN_SHIFT) & REOPEN_MASK;
     }
 
     function _range(Round round, JobTerms calldata t) private pure returns (uint256 first, uint256 count) {

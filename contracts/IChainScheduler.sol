@@ -87,6 +87,7 @@ interface IChainScheduler {
         uint32 capabilities; // extra capability bits required (e.g. GPU)
         uint64 maxPrice; // wei per metered unit
         uint64 maxUnits; // metered units at most (Wasm fuel, Docker cpu-ms)
+        uint64 minUnits; // units each paid replica is billed at least, failure results included (<= maxUnits)
         uint96 collateral; // locked from a provider's stake per slot
         uint32 bidWindow; // 0: first valid bids win; >0: k cheapest kept until it ends
         uint32 fillTimeout; // how long a round may wait for providers
@@ -107,7 +108,7 @@ interface IChainScheduler {
         uint8 committed; // commitments in the current round
         uint8 revealed; // reveals in the current round
         uint8 winner; // index of a slot holding the accepted result (valid once Succeeded)
-        uint8 flags; // FLAG_* bits
+        uint8 flags; // FLAG_* bits (0-3), reopenings of main slots (4-5)
         uint40 deadline; // deadline of the current phase (unix seconds)
     }
 
@@ -154,7 +155,8 @@ interface IChainScheduler {
     /// @notice Price, units and every timeout must be positive, and the bid window shorter
     /// than the fill timeout.
     /// @param field Index of the offending field: 0 maxPrice, 1 maxUnits, 2 fillTimeout,
-    /// 3 execTimeout, 4 revealWindow, 5 bidWindow, 6 verifiers, 7 client, 8 parents (at most 8).
+    /// 3 execTimeout, 4 revealWindow, 5 bidWindow, 6 verifiers, 7 client, 8 parents (at most 8),
+    /// 9 minUnits (at most maxUnits).
     error ChainSchedulerBadTerm(uint8 field);
     /// @notice The spec digest does not hash the spec CID sent.
     /// @param expected keccak256 of the CID sent.
@@ -241,6 +243,11 @@ interface IChainScheduler {
     /// @param price The bid.
     /// @param dearest The dearest bid kept.
     error ChainSchedulerBidNotCompetitive(uint64 price, uint64 dearest);
+    /// @notice The bid cannot be withdrawn: the slot is not in the open round, the round is
+    /// full, or a slot of the job was reopened.
+    /// @param jobId The job.
+    /// @param slot The slot index.
+    error ChainSchedulerBidFinal(uint256 jobId, uint8 slot);
     /// @notice The provider already holds a slot in this job (verifiers must be fresh).
     /// @param jobId The job.
     /// @param provider The provider.
@@ -327,6 +334,11 @@ interface IChainScheduler {
     /// @param provider The provider.
     /// @param price Its price per unit.
     event SlotAssigned(uint256 indexed jobId, Round round, uint8 slot, address indexed provider, uint64 price);
+    /// @notice A provider withdrew its bid from a round that had not filled; its collateral is free.
+    /// @param jobId The job.
+    /// @param slot The slot index, empty again.
+    /// @param provider The provider that left.
+    event BidWithdrawn(uint256 indexed jobId, uint8 slot, address indexed provider);
     /// @notice A cheaper bid displaced a provider during the bid window; its collateral is free.
     /// @param jobId The job.
     /// @param slot The slot index.
@@ -441,6 +453,15 @@ interface IChainScheduler {
     /// @param terms The job's terms.
     /// @param price Price per unit asked (at most `terms.maxPrice`).
     function bid(uint256 jobId, JobTerms calldata terms, uint64 price) external;
+
+    /// @notice Leave a slot of a round that has not filled yet and free its collateral, so a
+    /// provider never waits out a fill timeout on a job that may never start. Not possible once
+    /// the round is full (bidding has closed or the window decides) or once a slot of the job
+    /// was reopened (its Slashed records keep the provider that missed the commit out).
+    /// @param jobId The job.
+    /// @param terms The job's terms.
+    /// @param slot The caller's slot index.
+    function withdrawBid(uint256 jobId, JobTerms calldata terms, uint8 slot) external;
 
     /// @notice Close bidding once the bid window is over and every slot is held.
     /// @param jobId The job.

@@ -70,7 +70,7 @@ TEMPLATES: list[dict[str, Any]] = [
     {"k": 3, "m": 2, "verifiers": 2, "audit_bps": 10_000, **docker_terms()},
     {"k": 2, "m": 2, "bid_window": 30},
     {**destructive_terms()},
-    {"k": 1, "m": 1, "verifiers": 2, "audit_bps": 5_000},
+    {"k": 1, "m": 1, "verifiers": 2, "audit_bps": 5_000, "min_units": 500},
 ]
 TIMING: dict[str, Any] = {"fill_timeout": 400, "exec_timeout": 400, "reveal_window": 300, "challenge_window": 200}
 FLAG_VERIFY_OPENED = 4
@@ -396,6 +396,18 @@ class MarketMachine(RuleBasedStateMachine):
                 return
             if tx.named("BiddingClosed"):
                 return
+
+    @precondition(lambda self: self._with_status(JobStatus.OPEN))
+    @rule(data=st.data())
+    def withdraw_bid(self, data: st.DataObject) -> None:
+        job = data.draw(st.sampled_from(self._with_status(JobStatus.OPEN)))
+        held = [i for i, s in enumerate(self.view.slots[job.job_id]) if s.state == SlotState.ASSIGNED]
+        if not held:
+            return
+        index = data.draw(st.sampled_from(held))
+        holder = self.view.slots[job.job_id][index].provider
+        with contextlib.suppress(errors.BidFinal):  # a full round, or one after a reopening
+            self._as(holder).withdraw_bid(job.job_id, index, job.terms)
 
     @precondition(lambda self: self._with_status(JobStatus.RUNNING))
     @rule(data=st.data())

@@ -230,3 +230,56 @@ def test_a_full_window_nobody_closes_is_closed_by_timeout(h: Harness) -> None:
     tx = run.timeout_now()
     assert names(tx) == ["BiddingClosed"]
     assert run.status == JobStatus.RUNNING
+
+
+def test_withdraw_bid_from_a_round_that_has_not_filled_frees_the_collateral(h: Harness) -> None:
+    # Given a k=3 job with two of three slots held
+    run = h.post(k=3, m=2)
+    a, b = run.fresh(2)
+    run.bid(a)
+    run.bid(b)
+
+    # When the first provider leaves
+    tx = h.as_(a).withdraw_bid(run.job_id, 0, run.terms)
+
+    # Then its slot is empty, its collateral free, and a fresh bid can take the slot
+    assert events(tx, "BidWithdrawn") == [{"jobId": run.job_id, "slot": 0, "provider": a}]
+    assert (h.provider(a).free, h.provider(a).locked) == (STAKE, 0)
+    assert (run.job.filled, run.slot(0).state, run.slot(0).provider) == (1, SlotState.EMPTY, "0x" + "00" * 20)
+    run.fill()
+    assert run.status == JobStatus.RUNNING
+
+
+def test_withdraw_bid_refused_once_the_round_is_full_or_for_another_slot(h: Harness) -> None:
+    run = h.post(k=2, m=2)
+    a, b = run.fresh(2)
+    run.bid(a)
+    with reverts(errors.NotSlotHolder, jobId=run.job_id, slot=1, caller=a):
+        h.as_(a).withdraw_bid(run.job_id, 1, run.terms)
+    with reverts(errors.BidFinal, jobId=run.job_id, slot=2):
+        h.as_(a).withdraw_bid(run.job_id, 2, run.terms)
+    run.bid(b)  # full: bidding closed
+    with reverts(errors.WrongStatus, jobId=run.job_id, expected=JobStatus.OPEN, actual=JobStatus.RUNNING):
+        h.as_(a).withdraw_bid(run.job_id, 0, run.terms)
+
+
+def test_withdraw_bid_refused_in_a_full_bid_window(h: Harness) -> None:
+    # A full window decides by price: leaving would let a bidder undo a displacement.
+    run = h.post(k=1, bid_window=60, fill_timeout=300)
+    (a,) = run.fresh(1)
+    run.bid(a)
+    with reverts(errors.BidFinal, jobId=run.job_id, slot=0):
+        h.as_(a).withdraw_bid(run.job_id, 0, run.terms)
+
+
+def test_withdraw_bid_refused_after_a_reopening(h: Harness) -> None:
+    # The Slashed record of a reopened slot keeps the provider that missed its commit out;
+    # withdrawing would erase it.
+    run = h.drive("running", k=3, m=2)
+    run.commit(0)
+    run.timeout_now()  # slots 1 and 2 reopened
+    (fresh,) = run.fresh(1)
+    run.bid(fresh)
+    slot = next(i for i, p in run.holders.items() if p == fresh)
+    with reverts(errors.BidFinal, jobId=run.job_id, slot=slot):
+        h.as_(fresh).withdraw_bid(run.job_id, slot, run.terms)

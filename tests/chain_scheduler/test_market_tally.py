@@ -172,3 +172,20 @@ def test_without_a_challenge_window_the_last_reveal_settles_the_job(h: Harness) 
     assert (h.provider(c).slashed, h.provider(c).locked) == (1, 0)
     with reverts(errors.WrongStatus, jobId=run.job_id, expected=JobStatus.SUCCEEDED, actual=JobStatus.FINALIZED):
         run.finalize(wait=False)
+
+
+def test_min_units_is_the_floor_of_what_each_winner_is_paid(h: Harness) -> None:
+    # Given a job whose terms bill each paid replica at least 400 units, and a failure
+    # result of 3 units of work the three replicas agree on
+    run = h.drive("succeeded", k=3, m=2, min_units=400, results=[(GOOD, 3)] * 3)
+
+    tx = run.finalize()
+
+    # Then each is paid price × 400, and nobody is slashed
+    assert [(e["units"], e["amount"]) for e in events(tx, "ProviderPaid")] == [(400, 400 * 10)] * 3
+    assert events(tx, "SlotSlashed") == []
+
+
+def test_min_units_above_max_units_is_refused(h: Harness) -> None:
+    with reverts(errors.BadTerm, field=9):
+        h.post(min_units=1001)

@@ -223,3 +223,45 @@ def test_reopened_slot_is_for_a_fresh_provider(h: Harness) -> None:
     run.timeout_now()
     with reverts(errors.AlreadyInJob, jobId=run.job_id, provider=late):
         h.as_(late).bid(run.job_id, 5, run.terms)
+
+
+def test_reopening_is_bounded_then_the_job_fails_and_the_client_keeps_the_griefers_collateral(h: Harness) -> None:
+    # Given a k=1 job whose holder never commits, and griefers who keep taking the reopened slot
+    run = h.drive("running")
+    griefers = [run.holders[0]]
+    for _ in range(2):
+        tx = run.timeout_now()
+        assert [e["reopened"] for e in events(tx, "SlotSlashed")] == [True]
+        (griefer,) = run.fresh(1, exclude=griefers)
+        run.bid(griefer)
+        griefers.append(griefer)
+
+    # When the third holder misses its commit too
+    tx = run.timeout_now()
+
+    # Then the slot is not reopened again: the job fails and the client gets its escrow
+    # back with every griefer's collateral.
+    assert names(tx) == ["SlotSlashed", "JobFailed"]
+    assert events(tx, "SlotSlashed")[0]["reopened"] is False
+    assert events(tx, "JobFailed") == [
+        {"jobId": run.job_id, "reason": FailReason.NO_COMMITS, "refund": run.escrow + 3 * COLLATERAL}
+    ]
+    assert [h.provider(g).slashed for g in griefers] == [1, 1, 1]
+
+
+def test_after_the_last_reopening_the_committed_replicas_go_on(h: Harness) -> None:
+    # Given a k=3 m=2 job whose third slot was reopened twice and missed again
+    run = h.drive("running", k=3, m=2)
+    run.commit(0)
+    run.commit(1)
+    for _ in range(2):
+        run.timeout_now()
+        run.fill()
+    tx = run.timeout_now()
+
+    # Then the two committed replicas reveal and settle without it.
+    assert names(tx) == ["SlotSlashed", "CommitsClosed"]
+    run.reveal_all()
+    assert run.status == JobStatus.SUCCEEDED
+    tx = run.finalize()
+    assert [e["slot"] for e in events(tx, "ProviderPaid")] == [0, 1]

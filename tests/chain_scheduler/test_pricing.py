@@ -33,6 +33,7 @@ def fresh(chain: Chain) -> Iterator[Harness]:
 class Scenario:
     deterministic: bool
     max_units: int
+    min_units: int
     max_price: int
     prices: list[int]
     usages: list[int]
@@ -44,6 +45,7 @@ class Scenario:
 def scenarios(draw: st.DrawFn) -> Scenario:
     deterministic = draw(st.booleans())
     max_units = draw(st.integers(1, 10**9))
+    min_units = draw(st.sampled_from([0, 1, max_units]) | st.integers(0, max_units))
     max_price = draw(st.integers(1, 10**9))
     prices = draw(st.lists(st.integers(0, max_price), min_size=3, max_size=3))
     wrong = draw(st.none() | st.integers(0, 2))
@@ -55,7 +57,7 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     else:
         usages = draw(st.lists(usage, min_size=3, max_size=3))
     collateral = draw(st.integers(1, 10**15))
-    return Scenario(deterministic, max_units, max_price, prices, usages, wrong, collateral)
+    return Scenario(deterministic, max_units, min_units, max_price, prices, usages, wrong, collateral)
 
 
 def test_contract_pays_what_python_computes(chain: Chain) -> None:
@@ -81,6 +83,7 @@ def _check_one(chain: Chain, s: Scenario) -> None:
             prices=s.prices,
             results=results,
             max_units=s.max_units,
+            min_units=s.min_units,
             max_price=s.max_price,
             collateral=s.collateral,
             **({} if s.deterministic else docker_terms()),
@@ -89,7 +92,9 @@ def _check_one(chain: Chain, s: Scenario) -> None:
         tx = run.finalize()
 
         winners = [i for i in range(3) if i != s.wrong]
-        units = paid_units([s.usages[i] for i in winners], deterministic=s.deterministic, max_units=s.max_units)
+        units = paid_units(
+            [s.usages[i] for i in winners], deterministic=s.deterministic, max_units=s.max_units, min_units=s.min_units
+        )
         amounts = [payment(s.prices[i], units) for i in winners]
         assert [(e["slot"], e["amount"], e["units"]) for e in events(tx, "ProviderPaid")] == [
             (i, a, units) for i, a in zip(winners, amounts, strict=True)
