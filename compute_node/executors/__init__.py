@@ -1,6 +1,6 @@
 """Sandboxes that run one job replica and meter it: Wasm (wasmtime) and Docker."""
 
-from compute_node.executors._base import ExecutionRequest, ExecutionResult, Executor
+from compute_node.executors._base import ExecutionRequest, ExecutionResult, Executor, StopReason
 from compute_node.executors._docker import DockerEngineUnavailableError, DockerExecutor
 from compute_node.executors._wasm import WasmExecutor
 
@@ -10,5 +10,6 @@ __all__ = [
     "ExecutionRequest",
     "ExecutionResult",
     "Executor",
+    "StopReason",
     "WasmExecutor",
 ]

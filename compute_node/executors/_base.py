@@ -8,10 +8,25 @@ content store; the node does that around it.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
+
+
+class StopReason(enum.StrEnum):
+    """Which limit stopped a run before the program ended by itself.
+
+    FUEL and MEMORY stop a Wasm run at the same point on every machine. TIMEOUT
+    and OUTPUT depend on the machine's speed (when the clock or the size check
+    fired), so what the run produced before the stop must not reach the result.
+    """
+
+    FUEL = "fuel"  # Wasm: max_units of fuel burnt
+    MEMORY = "memory"  # the memory limit was reached
+    TIMEOUT = "timeout"  # the wall-clock limit fired
+    OUTPUT = "output"  # more than max_output_bytes written under /outputs
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,9 +48,15 @@ class ExecutionRequest:
             sandbox's clock and randomness where the executor controls them.
         max_units: Upper bound on metered units (Wasm: fuel; Docker: CPU ms).
         memory_limit: Bytes of memory the program may use.
-        timeout: Wall-clock seconds before the run is killed.
+        timeout: Wall-clock seconds before the run is killed. For Wasm this is
+            only the node's safety net (the job's time limit is a fuel budget,
+            folded into ``max_units`` by the runner); for Docker it is the job's
+            time limit.
         network: Whether the program may use the network (Docker, destructive
             jobs only).
+        max_output_bytes: Most the program may write under ``/outputs``
+            (stdout and stderr included); the run is stopped once it is
+            exceeded. None: no limit.
     """
 
     job_id: int
@@ -50,6 +71,7 @@ class ExecutionRequest:
     timeout: float
     env: Mapping[str, str] = field(default_factory=dict)
     network: bool = False
+    max_output_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +82,7 @@ class ExecutionResult:
     fuel for Wasm, CPU milliseconds for Docker. ``error`` is a one-line reason
     when the sandbox failed the run (trap, out of fuel, timeout, bad artifact);
     a program that merely exits non-zero has ``error=None`` and its exit code.
+    ``stopped_by`` says which limit ended the run, if one did.
     """
 
     executor: str
@@ -73,6 +96,7 @@ class ExecutionResult:
     bytes_in: int
     bytes_out: int
     error: str | None = None
+    stopped_by: StopReason | None = None
 
 
 @runtime_checkable
