@@ -155,18 +155,29 @@ class EventBatch:
         to_block: Last block of the range (``from_block - 1`` when there was nothing
             new to read).
         head: The highest block the watcher may read now (``head - confirmations``).
+        rewound_from: When the cursor was ahead of the chain (the chain was restored
+            from older state, or reset) and was moved back to the head: where it was.
+            Whatever the caller learned from the lost blocks may no longer be true.
     """
 
-    __slots__ = ("_committed", "_watcher", "events", "from_block", "head", "to_block")
+    __slots__ = ("_committed", "_watcher", "events", "from_block", "head", "rewound_from", "to_block")
 
     def __init__(
-        self, *, watcher: EventWatcher, events: list[MarketEvent], from_block: int, to_block: int, head: int
+        self,
+        *,
+        watcher: EventWatcher,
+        events: list[MarketEvent],
+        from_block: int,
+        to_block: int,
+        head: int,
+        rewound_from: int | None = None,
     ) -> None:
         self._watcher = watcher
         self.events = events
         self.from_block = from_block
         self.to_block = to_block
         self.head = head
+        self.rewound_from = rewound_from
         self._committed = False
 
     @property
@@ -260,13 +271,23 @@ class EventWatcher:
         head -= self.confirmations
         if first > head:
             last = self.cursor.load()
+            rewound = None
             if last is not None and last > head + self.confirmations:
+                # The chain lost blocks we handled (restored from older state, or reset). Its
+                # blocks up to the head are the truth: read on from there, and tell the caller.
+                rewound = last
+                self.cursor.save(max(head, self.start_block - 1))
+                first = self.next_block()
                 logger.warning(
-                    "event cursor at block %d is ahead of the chain head %d: a reset chain or another node?",
+                    "event cursor at block %d is ahead of the chain head %d: the chain lost blocks "
+                    "(restored from older state or reset); reading on from block %d",
                     last,
                     head + self.confirmations,
+                    first,
                 )
-            return EventBatch(watcher=self, events=[], from_block=first, to_block=first - 1, head=head)
+            return EventBatch(
+                watcher=self, events=[], from_block=first, to_block=first - 1, head=head, rewound_from=rewound
+            )
         while True:
             last = min(first + self.max_range - 1, head)
             try:

@@ -44,6 +44,7 @@ Example:
 from __future__ import annotations
 
 import enum
+import hashlib
 import logging
 import secrets
 import threading
@@ -74,7 +75,7 @@ from chain_scheduler import Slot as ChainSlot
 from compute_node._behaviour import Behaviour
 from compute_node._policy import NodePolicy, decide
 from compute_node._runner import JobRunner, RunOutcome
-from compute_node._state import JobPhase, JobRecord, NodeState, StateError
+from compute_node._state import JobPhase, JobRecord, NodeState, StateError, Watch, WatchKind
 from compute_node.executors._docker import DockerExecutorError
 from storage import BackendError
 
@@ -84,8 +85,11 @@ logger = logging.getLogger(__name__)
 #: on which a node may run a cheating behaviour.
 DEVNET_CHAIN_IDS = frozenset({31337, 1337})
 
-#: Phases in which a job occupies the node's capacity (the slot is held, no commit yet).
-_BUSY = frozenset({JobPhase.BIDDING, JobPhase.ASSIGNED, JobPhase.RUNNING})
+#: Most times the node leaves one job's unfilled round before it gives the job up.
+_MAX_LEAVES = 3
+#: Seconds a keeper waits past a deadline of a job it is not in, plus up to this much again
+#: (spread by address), so the job's own providers go first and keepers rarely race.
+_KEEPER_GRACE = 2.0
 #: Job statuses that have a phase deadline a keeper may enforce with ``timeout``.
 _TIMED = frozenset({JobStatus.OPEN, JobStatus.RUNNING, JobStatus.REVEALING})
 
@@ -155,6 +159,9 @@ class ProviderNode:
         keeper: Call ``timeout`` and ``finalize`` for the node's jobs.
         max_backoff: Longest pause between retries while the RPC node is down.
         keeper_retry: Seconds before retrying a refused keeper or job transaction.
+        fill_wait: Seconds the node holds a slot of a round that has not filled before it
+            leaves (``withdrawBid``) and frees the collateral; it bids again when another
+            provider joins.
 
     Example:
         >>> node = ProviderNode(market=market, sender=sender, state=state, runner=runner,
@@ -180,6 +187,7 @@ class ProviderNode:
         keeper: bool = True,
         max_backoff: float = 30.0,
         keeper_retry: float = 2.0,
+        fill_wait: float = 10.0,
     ) -> None:
         behaviour = Behaviour(behaviour)
         if behaviour != Behaviour.HONEST and not devnet:
@@ -206,6 +214,7 @@ class ProviderNode:
         self.keeper = keeper
         self.max_backoff = max_backoff
         self.keeper_retry = keeper_retry
+        self.fill_wait = fill_wait
         self.address = to_checksum_address(market.account)
 
         self.status = NodeStatus.CREATED
@@ -218,9 +227,14 @@ class ProviderNode:
         self._records: dict[int, JobRecord] = {}
         self._posted: dict[int, _Posted] = {}
         self._workers: dict[int, threading.Thread] = {}
-        self._deferred: dict[tuple[int, Round], float] = {}
-        # Jobs whose parents were not Finalized when we looked: considered again on a parent's JobFinalized.
-        self._awaiting_parents: dict[int, Round] = {}
+        # Jobs to come back to without a slot in them (bid later, parents, left, keep): a
+        # mirror of the state file's table, whose changes are written before the cursor moves.
+        self._watches: dict[tuple[int, WatchKind], Watch] = {}
+        self._watch_dirty: set[tuple[int, WatchKind]] = set()
+        # Jobs whose bidding closed while every execution slot was busy: they run in deadline order.
+        self._queued: set[int] = set()
+        self._providers: set[str] = set()
+        self._eligible_cache: dict[str, tuple[float, Any]] = {}
         self._hold: dict[tuple[int, str], float] = {}
         # Which jobs a tick re-reads from the contract: those an event, our own transaction or a
         # finished run touched, those whose phase deadline (chain time) or retry hold (monotonic)
@@ -249,6 +263,7 @@ class ProviderNode:
         self.state.open()
         with self._lock:
             self._records = {int(r.job_id): r for r in self.state.in_flight()}
+        self._watches = {(int(w.job_id), w.kind): w for w in self.state.watched()}
         if self._records:
             logger.info("resuming %d job(s) in flight: %s", len(self._records), sorted(self._records))
         self.status = NodeStatus.STARTING
@@ -394,11 +409,16 @@ class ProviderNode:
         if not self._stopping.is_set():
             # While stopping no event is read, so the cursor stays put and a restart sees them.
             batch = self._watcher.poll(head=int(latest["number"]))
+            if batch.rewound_from is not None:
+                self._on_rewind(batch.rewound_from, int(latest["number"]))
             for event in batch.events:
                 self._on_event(event)
+            self._flush_watches()  # durable before the cursor passes the events that made them
             batch.commit()
             self._prune(batch.to_block)
             self._retry_deferred()
+            self._keep_others()
+            self._flush_watches()
             caught_up = batch.caught_up
         for record in self._due_jobs():
             if self._abort.is_set():
@@ -461,19 +481,34 @@ class ProviderNode:
             self._touch(job_id)
         try:
             if event.name == "JobPosted" and job_id is not None:
-                self._posted[job_id] = _Posted(
-                    terms=JobTerms.from_abi(event.args["terms"]), spec_cid=str(event.args["specCid"])
-                )
+                terms = JobTerms.from_abi(event.args["terms"])
+                self._posted[job_id] = _Posted(terms=terms, spec_cid=str(event.args["specCid"]))
+                self._keep_until(job_id, self._clock.now() + terms.fill_timeout)
                 self._consider(job_id, Round.MAIN, event)
             elif event.name == "RoundOpened" and job_id is not None:
+                self._keep_until(job_id, int(event.args["fillDeadline"]))
                 self._consider(job_id, Round(event.args["round"]), event)
             elif event.name == "SlotSlashed" and job_id is not None and event.args.get("reopened"):
+                self._keep_until(job_id, self._clock.now() + self._job_posted(job_id).terms.fill_timeout)
                 self._consider(job_id, Round.MAIN, event)
             elif event.name == "BiddingClosed" and job_id is not None:
+                self._keep_until(job_id, int(event.args["commitDeadline"]))
                 self._note_seed(job_id, bytes(event.args["seed"]))
+            elif event.name == "CommitsClosed" and job_id is not None and event.args["revealDeadline"]:
+                self._keep_until(job_id, int(event.args["revealDeadline"]))
+            elif event.name == "JobSucceeded" and job_id is not None:
+                self._keep_until(job_id, int(event.args["challengeDeadline"]))
+            elif event.name == "SlotAssigned" and job_id is not None:
+                if to_checksum_address(event.args["provider"]) != self.address:
+                    self._joined(job_id)
+            elif event.name == "ProviderRegistered":
+                self._providers.add(to_checksum_address(event.args["provider"]))
+                for watch in self._watched(WatchKind.LEFT):
+                    self._consider(watch.job_id, Round(watch.round), None)
             elif event.name in ("ProviderPaid", "Withdrawn", "JobFinalized", "JobFailed", "JobCancelled"):
                 self._check_credit = True
-                if job_id is not None and self._awaiting_parents:
+                if job_id is not None and event.name != "ProviderPaid":
+                    self._forget(job_id)
                     self._parent_ended(job_id)
         except (errors.ChainUnavailable, OSError, NodeRefused):
             raise
@@ -499,26 +534,67 @@ class ProviderNode:
             return
         outcome = self._try_bid(job_id, round_)
         if outcome == "defer":
-            self._deferred[(job_id, round_)] = time.monotonic()
+            self._set_watch(Watch(job_id=JobId(job_id), kind=WatchKind.DEFER, round=int(round_)))
+        elif outcome == "bid":
+            self._unwatch(job_id, WatchKind.DEFER, WatchKind.LEFT, WatchKind.PARENTS)
         if event is not None:
             self.state.mark_handled(event.tx_hash, event.log_index, block=event.block_number)
 
+    def _joined(self, job_id: int) -> None:
+        """Another provider took a slot: a round we left may fill now, so bid again."""
+        left = self._watches.get((job_id, WatchKind.LEFT))
+        if left is not None:
+            self._consider(job_id, Round(left.round), None)
+
     def _parent_ended(self, parent: int) -> None:
         """A job ended: its children that waited for it get another look (they may be biddable now)."""
-        for child, round_ in list(self._awaiting_parents.items()):
-            if parent in self._job_posted(child).terms.parents:
-                del self._awaiting_parents[child]
-                self._consider(child, round_, None)
+        for watch in self._watched(WatchKind.PARENTS):
+            if parent in self._job_posted(watch.job_id).terms.parents:
+                self._unwatch(watch.job_id, WatchKind.PARENTS)
+                self._consider(watch.job_id, Round(watch.round), None)
 
     def _retry_deferred(self) -> None:
-        if not self._deferred or self._running() >= self.policy.capacity:
+        deferred = self._watched(WatchKind.DEFER)
+        if not deferred or self._load() >= self.policy.capacity:
             return
-        for key in sorted(self._deferred, key=self._deferred.__getitem__):
-            if self._running() >= self.policy.capacity:
+        for watch in deferred:
+            if self._load() >= self.policy.capacity or self._stopping.is_set():
                 return
-            del self._deferred[key]
-            if self._try_bid(*key) == "defer":
-                self._deferred[key] = time.monotonic()
+            self._unwatch(watch.job_id, WatchKind.DEFER)
+            self._consider(watch.job_id, Round(watch.round), None)
+
+    # --------------------------------------------------------------- watches
+
+    def _watched(self, kind: WatchKind) -> list[Watch]:
+        return sorted((w for (_, k), w in self._watches.items() if k == kind), key=lambda w: w.job_id)
+
+    def _set_watch(self, watch: Watch) -> None:
+        key = (int(watch.job_id), watch.kind)
+        if self._watches.get(key) != watch:
+            self._watches[key] = watch
+            self._watch_dirty.add(key)
+
+    def _unwatch(self, job_id: int, *kinds: WatchKind) -> None:
+        for kind in kinds:
+            if self._watches.pop((job_id, kind), None) is not None:
+                self._watch_dirty.add((job_id, kind))
+
+    def _forget(self, job_id: int) -> None:
+        """The job ended: nothing to come back to."""
+        self._unwatch(job_id, *WatchKind)
+
+    def _keep_until(self, job_id: int, deadline: int) -> None:
+        """As keeper, look at the job again once ``deadline`` (chain time) has passed."""
+        if self.keeper:
+            self._set_watch(Watch(job_id=JobId(job_id), kind=WatchKind.KEEP, deadline=deadline))
+
+    def _flush_watches(self) -> None:
+        """Write the watch changes of this tick in one durable transaction."""
+        if not self._watch_dirty:
+            return
+        dirty, self._watch_dirty = self._watch_dirty, set()
+        self.state.watch(*(self._watches[key] for key in dirty if key in self._watches))
+        self.state.unwatch(*(key for key in dirty if key not in self._watches))
 
     def _try_bid(self, job_id: int, round_: Round) -> str:
         """Bid if the job is open for ``round_`` and the policy agrees: "bid", "skip" or "defer"."""
@@ -535,7 +611,7 @@ class ProviderNode:
         if waiting:
             # The contract refuses bids until every parent is Finalized: look again when one ends
             # (a Failed or Cancelled parent leaves the child to be cancelled as an orphan).
-            self._awaiting_parents[job_id] = round_
+            self._set_watch(Watch(job_id=JobId(job_id), kind=WatchKind.PARENTS, round=int(round_)))
             logger.info("job_id=%s waits for parent job(s) %s to finalize", job_id, ", ".join(map(str, waiting)))
             return "skip"
         _first, count = _slot_range(round_, terms)
@@ -549,10 +625,21 @@ class ProviderNode:
                 logger.warning("%s is not a registered provider: run compute-node register", self.address)
                 self._registered_warned = True
             return "skip"
-        decision = decide(self.policy, terms, round=round_, free_stake=provider.free, running=self._running())
+        decision = decide(
+            self.policy, terms, round=round_, free_stake=provider.free, running=self._load(), pending=self._hopes()
+        )
         logger.info("job_id=%s %s round: %s", job_id, round_.name.lower(), decision.reason)
         if not decision.take:
-            return "defer" if self._running() >= self.policy.capacity else "skip"
+            return "defer" if decision.retry else "skip"
+        if round_ == Round.MAIN and terms.k > 1:
+            eligible = self._eligible_providers(terms)
+            if eligible < terms.k:
+                # It cannot fill: holding a slot would only lock collateral until the fill timeout.
+                # A provider that registers later makes us look again (LEFT watches are re-read).
+                self._set_watch(Watch(job_id=JobId(job_id), kind=WatchKind.LEFT, round=int(round_)))
+                logger.info("job_id=%s declined: k=%d but only %d registered provider(s) can take it",
+                            job_id, terms.k, eligible)  # fmt: skip
+                return "skip"
         try:
             problem = self.runner.precheck(terms=terms, spec_cid=posted.spec_cid)
         except BackendError as exc:
@@ -564,8 +651,32 @@ class ProviderNode:
         self._bid(job_id, round_, terms, decision.price)
         return "bid"
 
+    def _eligible_providers(self, terms: JobTerms) -> int:
+        """Registered providers (us included) whose capabilities fit and who are not leaving.
+
+        Stake is not looked at: providers already holding a slot of the job have locked theirs.
+        Each provider is re-read at most every 10 s.
+        """
+        if not self._providers:
+            found = self.market.events(names=("ProviderRegistered",))
+            self._providers = {to_checksum_address(e.args["provider"]) for e in found} | {self.address}
+        now = time.monotonic()
+        count = 0
+        for address in self._providers:
+            cached = self._eligible_cache.get(address)
+            if cached is None or now - cached[0] > 10.0:
+                cached = (now, self.market.provider(address))
+                self._eligible_cache[address] = cached
+            p = cached[1]
+            required = terms.required_capabilities
+            if p.registered and not p.unbonding_at and p.capabilities & required == required:
+                count += 1
+        return count
+
     def _bid(self, job_id: int, round_: Round, terms: JobTerms, price: int) -> None:
-        record = self._save(JobRecord(job_id=JobId(job_id), phase=JobPhase.BIDDING, round=int(round_)))
+        record = self._save(
+            JobRecord(job_id=JobId(job_id), phase=JobPhase.BIDDING, round=int(round_), terms_digest=terms.digest)
+        )
         try:
             result = self.market.bid(job_id, price, terms)
         except errors.ContractError as exc:
@@ -630,6 +741,13 @@ class ProviderNode:
         terms = posted.terms
         job = self.market.job(job_id)
         self._deadline_of[job_id] = job.deadline
+        if job.terms_digest != terms.digest or (record.terms_digest and record.terms_digest != job.terms_digest):
+            # The chain lost the blocks this job was in (restored from older state, or a reorg);
+            # the id is free or names another job now, which the node sees as a new job.
+            self._save(replace(record, phase=JobPhase.ABANDONED, slot=None, error="the job vanished from the chain"))
+            self._posted.pop(job_id, None)
+            logger.warning("job_id=%s vanished from the chain (lost blocks); forgetting our part in it", job_id)
+            return
         if record.phase == JobPhase.BIDDING or record.slot is None:
             self._find_slot(record, terms)
             return
@@ -663,6 +781,8 @@ class ProviderNode:
         if slot.state == SlotState.ASSIGNED:
             if job.status == JobStatus.RUNNING and job.round == my_round:
                 self._run_or_commit(record, posted, job, slot)
+            elif job.status == JobStatus.OPEN and job.round == my_round:
+                self._maybe_leave(record, terms, job)
         elif slot.state == SlotState.COMMITTED:
             if record.phase != JobPhase.COMMITTED:
                 record = self._save(replace(record, phase=JobPhase.COMMITTED))
@@ -671,6 +791,33 @@ class ProviderNode:
         elif slot.state == SlotState.REVEALED and record.phase != JobPhase.REVEALED:
             self._save(replace(record, phase=JobPhase.REVEALED))
         self._keep(job_id, terms, job)
+
+    def _maybe_leave(self, record: JobRecord, terms: JobTerms, job: ChainJob) -> None:
+        """Leave a round that has not filled after ``fill_wait`` s: an unfillable job locks nothing."""
+        job_id = int(record.job_id)
+        assert record.slot is not None
+        _first, count = _slot_range(job.round, terms)
+        waited = time.time() - record.updated_at
+        if job.filled >= count or job.flags >> 4 or waited < self.fill_wait:
+            with self._lock:
+                self._retry_at[job_id] = time.monotonic() + max(self.fill_wait - waited, self.poll_interval)
+            return
+        if self._held(job_id, "leave"):
+            return
+        try:
+            self.market.withdraw_bid(job_id, record.slot, terms)
+        except errors.ContractError as exc:  # filled or reopened meanwhile: stay
+            self._hold_for(job_id, "leave")
+            logger.info("job_id=%s could not leave slot %d: %s", job_id, record.slot, exc)
+            return
+        left = self._watches.get((job_id, WatchKind.LEFT))
+        times = (left.count if left else 0) + 1
+        self._save(replace(record, phase=JobPhase.ABANDONED, slot=None, error=f"left: {count - job.filled} slot(s) "
+                           f"still empty after {waited:.0f}s"))  # fmt: skip
+        if times < _MAX_LEAVES:
+            self._set_watch(Watch(job_id=JobId(job_id), kind=WatchKind.LEFT, round=int(job.round), count=times))
+        logger.info("job_id=%s left slot %d: %d/%d slots filled after %.0fs; collateral freed",
+                    job_id, record.slot, job.filled, count, waited)  # fmt: skip
 
     def _find_slot(self, record: JobRecord, terms: JobTerms) -> None:
         """A bid whose outcome we did not see (crash, outage): look for our slot."""
@@ -701,6 +848,14 @@ class ProviderNode:
             return
         if record.error is not None or executing or self._stopping.is_set() or self._held(job_id, "run"):
             return  # failed (waits for the timeout), executing, not starting new work, or retrying later
+        if self._executing() >= self.policy.capacity:
+            # Several held rounds filled at once: run them as execution slots free up.
+            with self._lock:
+                self._queued.add(job_id)
+            self._say(job_id, "queued", "job_id=%s queued: every execution slot is busy (commit by %d)", job.deadline)
+            return
+        with self._lock:
+            self._queued.discard(job_id)
         if record.seed is None:
             seed = self._find_seed(job_id)
             if seed is None:
@@ -777,6 +932,7 @@ class ProviderNode:
             with self._lock:
                 self._workers.pop(job_id, None)
                 self._dirty.add(job_id)
+                self._dirty.update(self._queued)  # a slot is free: the queued runs get a look
             self._wake.set()
 
     def _commit(self, record: JobRecord, terms: JobTerms, job: ChainJob) -> None:
@@ -947,6 +1103,49 @@ class ProviderNode:
             "job_id=%s keeper: %s (%s)", job_id, action, ", ".join(e.name for e in result.events) or "no events"
         )
 
+    def _keep_others(self) -> None:
+        """Keeper for jobs the node is not in: time out expired phases (an Open job nobody
+        took, a round whose providers died) so no escrow stays locked."""
+        if not self.keeper:
+            return
+        now = self._clock.now()
+        for watch in self._watched(WatchKind.KEEP):
+            job_id = int(watch.job_id)
+            if job_id in self._records or watch.deadline is None or self._held(job_id, "keep"):
+                continue  # our own jobs are kept by _reconcile
+            if now < watch.deadline + self._keeper_grace(job_id):
+                continue
+            try:
+                posted = self._job_posted(job_id)
+            except errors.UnknownJob:
+                self._forget(job_id)
+                continue
+            job = self.market.job(job_id)
+            if job.status.terminal or job.terms_digest != posted.terms.digest:
+                self._unwatch(job_id, WatchKind.KEEP)
+                continue
+            if job.deadline > watch.deadline:
+                self._keep_until(job_id, job.deadline)  # moved on by events we have not read yet
+                continue
+            self._keep(job_id, posted.terms, job)
+            self._hold_for(job_id, "keep")
+
+    def _keeper_grace(self, job_id: int) -> float:
+        """Seconds past a deadline before keeping another's job: 2 to 4, spread by address."""
+        spread = hashlib.sha256(f"{self.address}:{job_id}".encode()).digest()[0] / 255
+        return _KEEPER_GRACE * (1.0 + spread)
+
+    def _on_rewind(self, was: int, head: int) -> None:
+        """The chain lost blocks the node had read: re-check every job in flight against it."""
+        logger.warning("the chain is back at block %d (the node had read up to %d): re-checking %d job(s) "
+                       "in flight", head, was, len(self._records))  # fmt: skip
+        self._posted.clear()
+        self.sender.start()  # our transactions in the lost blocks are gone: the nonce is the chain's again
+        self._needs_resume = True
+        with self._lock:
+            self._dirty.update(self._records)
+            self._next_sweep = 0.0
+
     # -------------------------------------------------------------- withdraw
 
     def _maybe_withdraw(self) -> None:
@@ -993,9 +1192,21 @@ class ProviderNode:
                 self._retry_at.pop(int(stored.job_id), None)
             return stored
 
-    def _running(self) -> int:
+    def _load(self) -> int:
+        """Jobs executing or about to (bidding closed, no result yet): what capacity bounds."""
         with self._lock:
-            return sum(1 for r in self._records.values() if r.phase in _BUSY)
+            return sum(
+                1 for r in self._records.values()
+                if r.phase in (JobPhase.ASSIGNED, JobPhase.RUNNING) and r.seed is not None and r.result_cid is None
+            )  # fmt: skip
+
+    def _hopes(self) -> int:
+        """Bids whose rounds have not filled yet (no seed): they lock collateral, not capacity."""
+        with self._lock:
+            return sum(
+                1 for r in self._records.values()
+                if r.phase == JobPhase.BIDDING or (r.phase == JobPhase.ASSIGNED and r.seed is None)
+            )  # fmt: skip
 
     def _executing(self) -> int:
         with self._lock:

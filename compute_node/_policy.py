@@ -10,8 +10,8 @@ operator accepts).
 
 Example:
     >>> policy = NodePolicy(price=2, capacity=2)
-    >>> decide(policy, terms, round=Round.MAIN, free_stake=10**18, running=0)
-    Decision(take=True, reason='take: price 2 <= max 5, 0/2 running', price=2)
+    >>> decide(policy, terms, round=Round.MAIN, free_stake=10**18, running=0, pending=0)
+    Decision(take=True, reason='take: price 2 <= max 5, 0/2 running, 0/4 unfilled bids', price=2, retry=False)
 """
 
 from __future__ import annotations
@@ -29,7 +29,11 @@ class NodePolicy:
 
     Attributes:
         price: Wei per metered unit the node bids (Wasm fuel, Docker cpu-ms).
-        capacity: Jobs the node holds a slot in and has not committed yet, at most.
+        capacity: Jobs the node executes at once (bidding closed, result not yet
+            recorded), at most. A bid on a job whose round has not filled does not
+            count: an unfillable job must not block other work.
+        pending_bids: Bids on rounds that have not filled yet, at most (they lock
+            collateral, and may all fill at once; the node then queues the runs).
         executors: Executors the node can run.
         capabilities: Extra capability bits the node has (``Capability.GPU`` ...),
             beyond the executor bits.
@@ -40,6 +44,7 @@ class NodePolicy:
 
     price: int
     capacity: int = 1
+    pending_bids: int = 4
     executors: frozenset[Executor] = field(default_factory=lambda: frozenset({Executor.WASM}))
     capabilities: int = 0
     safety_classes: frozenset[SafetyClass] = field(
@@ -53,6 +58,8 @@ class NodePolicy:
             raise ValueError(f"price must be >= 0 wei per unit, got {self.price}")
         if self.capacity < 1:
             raise ValueError(f"capacity must be at least 1 job, got {self.capacity}")
+        if self.pending_bids < 1:
+            raise ValueError(f"pending_bids must be at least 1, got {self.pending_bids}")
         if self.max_units is not None and self.max_units < 1:
             raise ValueError(f"max_units must be positive or None, got {self.max_units}")
 
@@ -73,28 +80,34 @@ class Decision:
         take: True to bid.
         reason: One line for the log, saying which rule decided.
         price: The price per unit to bid (the policy's price).
+        retry: Not now, but ask again when the node's load drops (it was busy).
     """
 
     take: bool
     reason: str
     price: int
+    retry: bool = False
 
 
-def decide(policy: NodePolicy, terms: JobTerms, *, round: Round, free_stake: int, running: int) -> Decision:
+def decide(
+    policy: NodePolicy, terms: JobTerms, *, round: Round, free_stake: int, running: int, pending: int = 0
+) -> Decision:
     """Decide whether the node bids for a slot of ``round`` in a job with these terms.
 
     The rules, in order (the first that fails decides): the round is one the node
     serves; the executor is supported; every required capability is held; the
-    job's max price is at least the node's price; a job slot is free; the free
-    stake covers the collateral; the safety class is accepted; ``maxUnits`` is
-    within the node's limit.
+    job's max price is at least the node's price; an execution slot is free and
+    the node holds fewer than ``pending_bids`` unfilled bids; the free stake
+    covers the collateral; the safety class is accepted; ``maxUnits`` is within
+    the node's limit.
 
     Args:
         policy: The node's policy.
         terms: The job's terms.
         round: The round whose slot would be taken.
         free_stake: The node's free (unlocked) stake in wei, from the contract.
-        running: Jobs the node holds a slot in and has not committed yet.
+        running: Jobs the node is executing or about to (bidding closed, no result yet).
+        pending: The node's bids on rounds that have not filled.
 
     Returns:
         The decision; ``price`` is the policy's price either way.
@@ -114,7 +127,11 @@ def decide(policy: NodePolicy, terms: JobTerms, *, round: Round, free_stake: int
     if terms.max_price < price:
         return no(f"skip: max price {terms.max_price} is below this node's price {price}")
     if running >= policy.capacity:
-        return no(f"skip: at capacity ({running}/{policy.capacity} running)")
+        return Decision(False, f"later: at capacity ({running}/{policy.capacity} running)", price, retry=True)
+    if pending >= policy.pending_bids:
+        return Decision(
+            False, f"later: {pending}/{policy.pending_bids} bids wait for their rounds to fill", price, retry=True
+        )
     if free_stake < terms.collateral:
         return no(f"skip: free stake {free_stake} wei cannot cover the collateral {terms.collateral} wei")
     if terms.safety not in policy.safety_classes:
@@ -123,6 +140,9 @@ def decide(policy: NodePolicy, terms: JobTerms, *, round: Round, free_stake: int
         return no(f"skip: max units {terms.max_units} above this node's limit {policy.max_units}")
     return Decision(
         take=True,
-        reason=f"take: price {price} <= max {terms.max_price}, {running}/{policy.capacity} running",
+        reason=(
+            f"take: price {price} <= max {terms.max_price}, {running}/{policy.capacity} running, "
+            f"{pending}/{policy.pending_bids} unfilled bids"
+        ),
         price=price,
     )

@@ -8,7 +8,16 @@ transaction that depends on it:
 - the jobs in flight, with the seed, the salt and the result, so a node killed
   between commit and reveal can still reveal;
 - the journal of signed transactions (:class:`chain_scheduler.TxJournal`), so a
-  transaction signed but not yet broadcast is sent after a restart.
+  transaction signed but not yet broadcast is sent after a restart;
+- the jobs the node must come back to without holding a slot in them
+  (:class:`Watch`): bids put off while it was busy, children waiting for their
+  parents, rounds it left unfilled, and other clients' jobs whose deadlines it
+  keeps as a keeper. The event cursor passes their events once, so they must be
+  on disk, not in memory.
+
+One daemon per state file: :meth:`NodeState.open` takes an exclusive lock on
+``<file>.lock`` (held until :meth:`close` or the process dies, so ``kill -9``
+releases it) and a second daemon is refused with :class:`StateLocked`.
 
 Every write is one SQLite transaction with ``synchronous=FULL``: when a method
 returns, the row is on disk and survives ``kill -9`` (and a power cut).
@@ -22,7 +31,9 @@ Example:
 from __future__ import annotations
 
 import enum
+import fcntl
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -40,6 +51,38 @@ logger = logging.getLogger(__name__)
 
 class StateError(Exception):
     """The state file cannot be used (not opened, or written by a newer version)."""
+
+
+class StateLocked(StateError):
+    """Another process (a second daemon) has the state file open."""
+
+
+class WatchKind(enum.StrEnum):
+    """Why the node comes back to a job it holds no slot in."""
+
+    DEFER = "defer"  # wanted to bid but was busy: bid when capacity frees
+    PARENTS = "parents"  # the job waits for its parents to finalize
+    LEFT = "left"  # the node left a round that did not fill: bid again when another provider joins
+    KEEP = "keep"  # another client's job: time it out when its phase deadline passes
+
+
+@dataclass(frozen=True, slots=True)
+class Watch:
+    """A job the node must come back to.
+
+    Attributes:
+        job_id: The job.
+        kind: Why.
+        round: The round it would bid in (DEFER, PARENTS, LEFT).
+        deadline: The job's phase deadline (KEEP; chain seconds), or None.
+        count: How many times the node left the job's round (LEFT).
+    """
+
+    job_id: JobId
+    kind: WatchKind
+    round: int = 0
+    deadline: int | None = None
+    count: int = 0
 
 
 class JobPhase(enum.StrEnum):
@@ -67,6 +110,8 @@ class JobRecord:
         phase: Where the node is in it.
         slot: The slot index the node holds (None until assigned).
         round: The job's round when the slot was taken.
+        terms_digest: The digest of the job's terms when the node took part: after a
+            chain restore or reorg the same id may name another job.
         seed: The job's shared seed (set when bidding closes).
         salt: The commitment salt; recorded with the result before the commit is sent.
         result_cid: CID of outputs plus receipt.
@@ -80,6 +125,7 @@ class JobRecord:
     phase: JobPhase
     slot: int | None = None
     round: int = 0
+    terms_digest: bytes | None = None
     seed: bytes | None = None
     salt: bytes | None = None
     result_cid: str | None = None
@@ -156,11 +202,23 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX tx_journal_pending ON tx_journal (nonce) WHERE status IS NULL",
     ),
+    (
+        "ALTER TABLE jobs ADD COLUMN terms_digest BLOB",
+        """CREATE TABLE watched (
+            job_id INTEGER NOT NULL,
+            kind TEXT NOT NULL,
+            round INTEGER NOT NULL DEFAULT 0,
+            deadline INTEGER,
+            count INTEGER NOT NULL DEFAULT 0,
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (job_id, kind)
+        ) WITHOUT ROWID""",
+    ),
 )
 
 SCHEMA_VERSION = len(_MIGRATIONS)
 
-_JOB_COLUMNS = "job_id, phase, slot, round, seed, salt, result_cid, usage, receipt_cid, error, updated_at"
+_JOB_COLUMNS = "job_id, phase, slot, round, seed, salt, result_cid, usage, receipt_cid, error, updated_at, terms_digest"
 
 
 class NodeState:
@@ -177,6 +235,7 @@ class NodeState:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._db: sqlite3.Connection | None = None
+        self._lock_fd: int | None = None
         self._lock = threading.RLock()
 
     # ------------------------------------------------------------- lifecycle
@@ -187,28 +246,55 @@ class NodeState:
             if self._db is not None:
                 return self
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
+            self._take_lock()
             try:
-                mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-                if str(mode).lower() != "wal":
-                    raise StateError(f"{self.path}: SQLite refused WAL mode (got {mode}); use a local filesystem.")
-                # FULL: each commit fsyncs the WAL, so a returned write survives kill -9 and power loss.
-                db.execute("PRAGMA synchronous=FULL")
-                db.execute("PRAGMA foreign_keys=ON")
-                self._db = db
+                self._db = self._connect()
                 self._migrate()
             except BaseException:
-                self._db = None
-                db.close()
+                self.close()
                 raise
             logger.debug("state %s open (schema %d)", self.path, SCHEMA_VERSION)
             return self
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30.0)
+        try:
+            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StateError(f"{self.path}: SQLite refused WAL mode (got {mode}); use a local filesystem.")
+            # FULL: each commit fsyncs the WAL, so a returned write survives kill -9 and power loss.
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA foreign_keys=ON")
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _take_lock(self) -> None:
+        """Hold ``<file>.lock`` exclusively: one daemon per state file (the kernel frees it on exit)."""
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise StateLocked(
+                f"{self.path} is in use by another process (pid {holder}): one compute-node per state "
+                "directory. Stop the other daemon, or give this one its own --state."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
 
     def close(self) -> None:
         with self._lock:
             if self._db is not None:
                 self._db.close()
                 self._db = None
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)  # closing the descriptor releases the flock
+                self._lock_fd = None
 
     def __enter__(self) -> NodeState:
         return self.open()
@@ -317,7 +403,7 @@ class NodeState:
         stored = replace(record, updated_at=time.time())
         with self._write() as tx:
             tx.execute(
-                f"INSERT OR REPLACE INTO jobs ({_JOB_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT OR REPLACE INTO jobs ({_JOB_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     int(stored.job_id),
                     stored.phase.value,
@@ -330,6 +416,7 @@ class NodeState:
                     stored.receipt_cid,
                     stored.error,
                     stored.updated_at,
+                    stored.terms_digest,
                 ),
             )
         return stored
@@ -351,6 +438,40 @@ class NodeState:
     def jobs(self) -> list[JobRecord]:
         """Every job this node has a record of, oldest first."""
         return [_job(row) for row in self._query(f"SELECT {_JOB_COLUMNS} FROM jobs ORDER BY job_id")]
+
+    # --------------------------------------------------------------- watched
+
+    def watch(self, *watches: Watch) -> None:
+        """Remember jobs to come back to (insert or replace), in one durable write."""
+        if not watches:
+            return
+        now = time.time()
+        with self._write() as tx:
+            tx.executemany(
+                "INSERT OR REPLACE INTO watched (job_id, kind, round, deadline, count, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(int(w.job_id), w.kind.value, int(w.round), w.deadline, int(w.count), now) for w in watches],
+            )
+
+    def unwatch(self, *keys: tuple[int, WatchKind]) -> None:
+        """Forget (job, kind) pairs; unknown ones are ignored."""
+        if not keys:
+            return
+        with self._write() as tx:
+            tx.executemany("DELETE FROM watched WHERE job_id = ? AND kind = ?", [(int(j), k.value) for j, k in keys])
+
+    def watched(self, kind: WatchKind | None = None) -> list[Watch]:
+        """The jobs to come back to (of one kind), oldest job first."""
+        query = "SELECT job_id, kind, round, deadline, count FROM watched"
+        args: tuple[str, ...] = ()
+        if kind is not None:
+            query += " WHERE kind = ?"
+            args = (kind.value,)
+        return [
+            Watch(job_id=JobId(int(j)), kind=WatchKind(k), round=int(r), deadline=None if d is None else int(d),
+                  count=int(c))
+            for j, k, r, d, c in self._query(query + " ORDER BY job_id", args)
+        ]  # fmt: skip
 
     # ----------------------------------------------------- transaction journal
 
@@ -400,7 +521,7 @@ class NodeState:
 
 
 def _job(row: Any) -> JobRecord:
-    job_id, phase, slot, round_, seed, salt, result_cid, usage, receipt_cid, error, updated_at = row
+    job_id, phase, slot, round_, seed, salt, result_cid, usage, receipt_cid, error, updated_at, digest = row
     return JobRecord(
         job_id=JobId(int(job_id)),
         phase=JobPhase(phase),
@@ -413,4 +534,5 @@ def _job(row: Any) -> JobRecord:
         receipt_cid=None if receipt_cid is None else str(receipt_cid),
         error=None if error is None else str(error),
         updated_at=float(updated_at),
+        terms_digest=None if digest is None else bytes(digest),
     )

@@ -38,7 +38,7 @@ from compute_node._behaviour import Behaviour
 from compute_node._node import NodeStatus, ProviderNode
 from compute_node._policy import NodePolicy
 from compute_node._runner import JobRunner
-from compute_node._state import NodeState
+from compute_node._state import NodeState, StateError
 from compute_node.executors import DockerEngineUnavailableError, DockerExecutor, ExecutionRequest, WasmExecutor
 from compute_node.executors._base import Executor as Sandbox
 from storage import DEFAULT_STORE_URL, StorageError, open_store
@@ -159,8 +159,14 @@ def run(
     ] = Path("~/.local/share/chain-scheduler/node"),
     price: Annotated[int, typer.Option(envvar="COMPUTE_NODE_PRICE", min=0, help="Wei per metered unit to bid.")] = 1,
     capacity: Annotated[
-        int, typer.Option(envvar="COMPUTE_NODE_CAPACITY", min=1, help="Jobs held (slot taken, not committed) at once.")
+        int, typer.Option(envvar="COMPUTE_NODE_CAPACITY", min=1, help="Jobs executed at once.")
     ] = 1,
+    pending_bids: Annotated[
+        int, typer.Option(min=1, help="Bids on rounds that have not filled yet, at most (they lock collateral).")
+    ] = 4,
+    fill_wait: Annotated[
+        float, typer.Option(min=0, help="Seconds to hold a slot of a round that does not fill before leaving it.")
+    ] = 10.0,
     behaviour: Annotated[
         Behaviour, typer.Option(case_sensitive=False, help="Anything but honest cheats: devnet only (needs --devnet).")
     ] = Behaviour.HONEST,
@@ -216,6 +222,7 @@ def run(
         policy = NodePolicy(
             price=price,
             capacity=capacity,
+            pending_bids=pending_bids,
             executors=frozenset(executors),
             capabilities=int(Capability.GPU) if gpu else 0,
             safety_classes=frozenset(safety),
@@ -263,6 +270,7 @@ def run(
             start_block=start_block,
             withdraw_threshold=threshold,
             keeper=keeper,
+            fill_wait=fill_wait,
         )
     except ValueError as exc:
         raise _fail(ExitCode.USAGE, str(exc)) from None
@@ -283,7 +291,10 @@ def run(
     signal.signal(signal.SIGINT, on_signal)
     logger.info("provider %s, state %s, store %s, rpc %s", account.address, state_dir, store, rpc)
     try:
-        node.start()
+        try:
+            node.start()
+        except StateError as exc:  # e.g. a second daemon on the same state directory
+            raise _fail(ExitCode.USAGE, str(exc)) from None
         while not node.join(0.5):
             if stop_asked and time.monotonic() - stop_asked[0] > drain_timeout:
                 logger.warning("running jobs did not finish within %.0fs: abandoning them", drain_timeout)

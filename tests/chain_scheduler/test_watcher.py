@@ -481,3 +481,24 @@ def test_a_reveal_event_that_does_not_match_the_sealed_digest_is_refused(market:
 
     with pytest.raises(ChainSchedulerError, match=rf"Job {job_id} is Finalized .* no ResultRevealed event"):
         resolve_parent_result(ForgedEvents(), job_id)  # type: ignore[arg-type]
+
+
+def test_a_cursor_ahead_of_the_chain_rewinds_to_the_head_and_reads_new_blocks(market: Market) -> None:
+    # Given a watcher whose cursor is past the head: the chain was restored from older state
+    start = deploy_block(market)
+    head = int(market.w3.eth.block_number)
+    cursor = MemoryCursor(block=head + 50)
+    watcher = EventWatcher(market=market, cursor=cursor, start_block=start)
+
+    # When it polls
+    batch = watcher.poll()
+
+    # Then it says so and moves the cursor back to the head
+    assert batch.rewound_from == head + 50
+    assert batch.events == [] and cursor.load() == head
+
+    # And the events of blocks mined after the restore are read, not skipped
+    make_events(market, 2)
+    after, _ = drain(watcher)
+    assert keys(after) == keys(market.events(from_block=head + 1))
+    assert len(after) >= 2

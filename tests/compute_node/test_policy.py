@@ -67,8 +67,20 @@ def test_max_price_must_reach_the_nodes_price(max_price: int, take: bool) -> Non
 def test_capacity_bounds_the_jobs_in_hand(running: int, take: bool) -> None:
     decision = decide(POLICY, make_terms(), round=Round.MAIN, free_stake=ETH, running=running)
     assert decision.take is take
+    assert decision.retry is not take  # busy is "later", not "never"
     if not take:
         assert "at capacity" in decision.reason
+
+
+@pytest.mark.parametrize(("pending", "take"), [(0, True), (3, True), (4, False)])
+def test_unfilled_bids_are_bounded_apart_from_the_capacity(pending: int, take: bool) -> None:
+    # Bids on rounds that have not filled do not take an execution slot (an unfillable job
+    # must not block other work), but they lock collateral, so they are bounded too.
+    decision = decide(POLICY, make_terms(), round=Round.MAIN, free_stake=ETH, running=1, pending=pending)
+    assert decision.take is take
+    assert decision.retry is not take
+    if not take:
+        assert "4/4 bids wait for their rounds to fill" in decision.reason
 
 
 @pytest.mark.parametrize(("free", "take"), [(ETH // 100 - 1, False), (ETH // 100, True), (0, False)])
