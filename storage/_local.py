@@ -20,6 +20,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -132,7 +133,16 @@ class LocalStore:
                 )
         else:
             self.root.mkdir(parents=True, exist_ok=True)
-            fmt.write_text(_FORMAT, encoding="utf-8")
+            # Several processes may open a new store at once (a devnet's daemons): the marker
+            # appears whole or not at all, so none of them reads it half-written.
+            tmp = self.root / f".FORMAT.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+            tmp.write_text(_FORMAT, encoding="utf-8")
+            try:
+                os.link(tmp, fmt)
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
         for sub in (self._blocks, self._pins, self._tmp):
             os.makedirs(sub, exist_ok=True)
         self._connected = True
