@@ -6,6 +6,14 @@ returns follows the job on chain. Results are taken from the chain, never from a
 provider's word: the accepted result CID is the one whose digest the contract
 sealed in the winning slot.
 
+Before any wei is locked, :meth:`Client.submit` checks what would make every
+provider end the job in a failure result (its spec against its terms, limits
+included; the program: a valid WASI command module, or a ``docker save``
+tarball whose config matches its digest; every stored input tree safe to
+unpack) and refuses it with :class:`~chain_scheduler.errors.SpecError`.
+``force=True`` posts it anyway: the providers then agree on a failure result
+and are paid the job's ``min_units``.
+
 Example:
     >>> from pathlib import Path
     >>> from chain_scheduler import Client
@@ -21,8 +29,11 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
+import re
+import tarfile
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -31,6 +42,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+import wasmtime
 from eth_account.signers.local import LocalAccount
 from eth_utils.crypto import keccak
 from web3 import Web3
@@ -41,12 +53,24 @@ from chain_scheduler._market import DEFAULT_GAS, Market
 from chain_scheduler._model import Executor, FailReason, Job, JobId, JobStatus, JobTerms, SafetyClass, Wei
 from chain_scheduler._rpc import http_web3, rpc_call
 from chain_scheduler._spec import InputRef, JobSpec, Limits, resolve_parent_result
-from storage import ContentStore, open_store
+from storage import BackendError, ContentNotFound, ContentStore, StorageError, open_store
 
 logger = logging.getLogger(__name__)
 
 #: The devnet account a client signs with by default (0 deploys, 2 and up are providers).
 CLIENT_ACCOUNT = 1
+
+#: ``min_units`` of a job unless the client sets it: the units each paid replica is billed at
+#: least, failure results included. 0 keeps every job paid exactly ``price × metered units``:
+#: a floor would raise the price of every small job, and one figure cannot suit both units
+#: (Wasm fuel and Docker CPU ms differ by about a million); the checks ``submit`` makes keep an
+#: honest client's job from ending in a failure result of no work, and a provider that wants
+#: to be paid for such results bids only on jobs whose floor covers its costs.
+DEFAULT_MIN_UNITS = 0
+# How a refusal by the pre-post checks ends (the CLI says --force).
+_NOT_POSTED = "(nothing was posted; force=True posts it anyway)"
+#: Largest Wasm module ``submit`` reads back from the store to check it (the executor's default limit).
+MAX_MODULE_BYTES = 64 * 1024 * 1024
 
 #: What :meth:`JobHandle.wait` waits for by default: a result the chain accepted.
 DONE = frozenset({JobStatus.SUCCEEDED, JobStatus.FINALIZED})
@@ -307,6 +331,7 @@ class Client:
         max_price: int,
         max_units: int,
         collateral: int,
+        min_units: int = DEFAULT_MIN_UNITS,
         verifiers: int = 0,
         audit_bps: int = 0,
         challenge_window: int = 60,
@@ -320,8 +345,15 @@ class Client:
         limits: Limits | None = None,
         network: bool = False,
         description: str = "",
+        force: bool = False,
     ) -> JobHandle:
         """Upload a job's program and inputs, store its spec, and post it with its escrow.
+
+        Nothing is posted (no wei locked) when the job could only end in a failure
+        result: the spec does not fit the terms (limits included: the run must fit in
+        half of ``exec_timeout``), the program is not a WASI command module or a
+        ``docker save`` tarball whose config matches its digest, or a stored input
+        tree cannot be unpacked safely. ``force=True`` posts it anyway.
 
         Args:
             spec: A ready job spec whose artifact and inputs are already in the store
@@ -338,6 +370,8 @@ class Client:
             max_price: Highest price per unit the client pays (wei).
             max_units: Most units (fuel, CPU-ms) paid per replica.
             collateral: Stake each provider locks per slot.
+            min_units: Units each paid replica is billed at least, failure results included
+                (at most ``max_units``; default ``DEFAULT_MIN_UNITS``, 0).
             verifiers: Extra verifier slots a challenge may open.
             audit_bps: Probability of a random audit, in basis points.
             challenge_window: Seconds after success during which the result may be challenged.
@@ -351,13 +385,16 @@ class Client:
             limits: Executor limits (memory, time, CPUs).
             network: Ask for network access (destructive Docker jobs only).
             description: Free text for people.
+            force: Post even a job every provider would end in a failure result.
 
         Returns:
             A handle on the posted job.
 
         Raises:
-            ValueError: neither or both of ``module`` and ``image``, or a missing input path.
-            SpecError: the spec does not validate, or (``spec=``) names content the store does not hold.
+            ValueError: neither or both of ``module`` and ``image``, a missing input path, or
+                ``min_units`` over ``max_units``.
+            SpecError: the spec does not validate, names content the store does not hold, or
+                (unless ``force``) the job could only end in a failure result; nothing was posted.
             TermsError: the contract refused the terms (e.g. BadReplication).
             OutOfFunds: the account cannot pay the escrow and gas.
 
@@ -368,6 +405,8 @@ class Client:
             >>> job.job_id
             7
         """
+        if not 0 <= min_units <= max_units:
+            raise ValueError(f"min_units={min_units} must be between 0 and max_units={max_units}.")
         parent_ids: list[int] = [p.job_id if isinstance(p, JobHandle) else int(p) for p in parents]
         if spec is not None:
             if module is not None or image is not None or inputs or args or env or limits or network or description:
@@ -392,6 +431,7 @@ class Client:
                 network=network,
                 description=description,
                 parent_ids=parent_ids,
+                force=force,
             )
         executor = Executor.WASM if spec.executor == "wasm" else Executor.DOCKER
         spec_cid = str(self.store.put_bytes(spec.to_bytes()))
@@ -408,6 +448,7 @@ class Client:
             capabilities=int(capabilities),
             max_price=max_price,
             max_units=max_units,
+            min_units=min_units,
             collateral=collateral,
             bid_window=bid_window,
             fill_timeout=fill_timeout,
@@ -416,7 +457,8 @@ class Client:
             challenge_window=challenge_window,
             parents=tuple(parent_ids),
         )
-        spec.check_terms(terms)
+        if not force:
+            self._preflight(spec, terms, artifact_checked=module is not None or image is not None)
         posted = self.market.post_job_tx(spec_cid, terms)
         job_id = JobId(int(posted.event("JobPosted").args["jobId"]))
         logger.info(
@@ -437,6 +479,7 @@ class Client:
         network: bool,
         description: str,
         parent_ids: list[int],
+        force: bool,
     ) -> JobSpec:
         """Upload the program and the inputs, and build the spec naming them (adds input parents)."""
         if (module is None) == (image is None):
@@ -447,6 +490,9 @@ class Client:
         assert program is not None
         if not program.is_file():
             raise ValueError(f"{program} is not a file.")
+        problem = None if force else _artifact_problem("wasm" if module is not None else "docker", program)
+        if problem is not None:  # before anything is uploaded
+            raise errors.SpecError(f"{program}: {problem}; no provider can run it {_NOT_POSTED}.")
         store = self.store
         artifact = str(store.put_file(program))
         refs: list[InputRef] = []
@@ -477,6 +523,57 @@ class Client:
             )
         except ValueError as exc:  # pydantic's ValidationError
             raise errors.SpecError(f"The job spec is invalid: {exc}") from exc
+
+    def _preflight(self, spec: JobSpec, terms: JobTerms, *, artifact_checked: bool) -> None:
+        """Refuse a job every provider would end in a failure result: what :meth:`submit` checks.
+
+        The spec against the terms (limits included), the artifact (read back from the
+        store unless ``artifact_checked``), and every stored input inspected as a
+        provider's unpacker would (nothing is fetched). Parents' results are not known
+        yet and are not checked.
+
+        Raises:
+            SpecError: the one-line reason, saying that nothing was posted.
+        """
+        try:
+            spec.check_terms(terms)
+        except errors.SpecError as exc:
+            raise errors.SpecError(f"{exc} {_NOT_POSTED}") from None
+        if not artifact_checked:
+            problem = self._stored_artifact_problem(spec)
+            if problem is not None:
+                raise errors.SpecError(
+                    f"The artifact {spec.artifact}: {problem}; no provider can run it {_NOT_POSTED}."
+                )
+        for ref in spec.inputs:
+            if ref.cid is None:
+                continue
+            try:
+                self.store.inspect(ref.cid)
+            except BackendError:
+                raise
+            except ContentNotFound:
+                raise errors.SpecError(
+                    f"Input {ref.path!r} ({ref.cid}) is not in the store; upload it first (nothing was posted)."
+                ) from None
+            except StorageError as exc:
+                raise errors.SpecError(
+                    f"Input {ref.path!r} ({ref.cid}) cannot be unpacked safely, so every provider would refuse "
+                    f"it: {' '.join(str(exc).split())} {_NOT_POSTED}"
+                ) from None
+
+    def _stored_artifact_problem(self, spec: JobSpec) -> str | None:
+        with tempfile.TemporaryDirectory(prefix="chainsched-artifact-") as tmp:
+            path = Path(tmp) / "artifact"
+            try:
+                self.store.fetch(spec.artifact, path, max_size=MAX_MODULE_BYTES if spec.executor == "wasm" else None)
+            except BackendError:
+                raise
+            except StorageError as exc:
+                return f"it cannot be read from the store ({' '.join(str(exc).split())})"
+            if not path.is_file() or path.is_symlink():
+                return "it is a directory, not a file (a Wasm module or a docker save tarball)"
+            return _artifact_problem(spec.executor, path)
 
     def jobs(self, *, owner: str | None = None, statuses: frozenset[JobStatus] | None = None) -> list[JobHandle]:
         """Jobs on this contract, oldest first, optionally by owner (the posting client) and status.
@@ -809,6 +906,145 @@ class JobHandle:
         """
         self.client.market.finalize(self.job_id)
 
+    def timeout(self) -> Job:
+        """Move the job past its current phase once that phase's deadline has passed (anyone may).
+
+        Open past its fill timeout: filled slots close the bidding, otherwise the job
+        fails with a refund. Running past its commit deadline: the slots that did not
+        commit are slashed and reopened (or the job goes on to its reveals, or fails).
+        Revealing past its reveal deadline: silent slots are slashed and the tally runs.
+        Succeeded past its challenge window: finalized (payments and refund). Daemons do
+        this as keepers; this is for when none does.
+
+        Returns:
+            The job's state after the move.
+
+        Raises:
+            DeadlineNotReached: the phase has not expired yet (nothing was sent).
+            WrongStatus: the job has no phase to move (Finalized, Failed or Cancelled).
+            UnknownJob: the contract has no such job.
+
+        Example:
+            >>> job.timeout().status
+            <JobStatus.FAILED: 6>
+        """
+        job = self.status()
+        market = self.client.market
+        if job.status not in (JobStatus.OPEN, JobStatus.RUNNING, JobStatus.REVEALING, JobStatus.SUCCEEDED):
+            raise errors.WrongStatus(jobId=self.job_id, expected=JobStatus.RUNNING, actual=job.status)
+        now = int(market.w3.eth.get_block("latest")["timestamp"])
+        if now < job.deadline:
+            raise errors.DeadlineNotReached(jobId=self.job_id, deadline=job.deadline, now_=now)
+        if job.status == JobStatus.SUCCEEDED:
+            market.finalize(self.job_id)
+        else:
+            market.timeout(self.job_id)
+        return self.status()
+
 
 def _wanted(until: JobStatus | frozenset[JobStatus]) -> frozenset[JobStatus]:
     return frozenset({until}) if isinstance(until, JobStatus) else frozenset(until)
+
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_MAX_JSON_MEMBER = 16 * 1024 * 1024
+
+
+def _artifact_problem(executor: str, path: Path) -> str | None:
+    """Why no provider could run this program file, or None: what :meth:`Client.submit` checks.
+
+    Wasm: a module that compiles and links against WASI preview1 (with the features the
+    providers' deterministic engine enables) and exports ``_start``. Docker: a
+    ``docker save`` tarball with one image whose config hashes to the digest it is filed
+    under and whose layers are all there (the providers also hash every layer).
+    """
+    if executor == "wasm":
+        return _wasm_problem(path.read_bytes())
+    return _tarball_problem(path)
+
+
+def _wasm_problem(module: bytes) -> str | None:
+    if not module.startswith(b"\0asm"):
+        return "it is not a Wasm module (it does not start with the \\0asm magic bytes)"
+    config = wasmtime.Config()
+    # The features the providers' engine refuses, for determinism.
+    config.wasm_threads = False
+    config.shared_memory = False
+    config.wasm_relaxed_simd = False
+    config.wasm_memory64 = False
+    engine = wasmtime.Engine(config)
+    try:
+        compiled = wasmtime.Module(engine, module)
+    except wasmtime.WasmtimeError as exc:
+        return f"it is not a valid Wasm module ({_first_line(exc)})"
+    linker = wasmtime.Linker(engine)
+    linker.define_wasi()
+    try:
+        linker.instantiate_pre(compiled)
+    except wasmtime.WasmtimeError as exc:
+        return f"its imports cannot be satisfied by WASI preview1 ({_first_line(exc)})"
+    if not any(e.name == "_start" and isinstance(e.type, wasmtime.FuncType) for e in compiled.exports):
+        return "it is not a WASI command: it exports no _start function"
+    return None
+
+
+def _tarball_problem(path: Path) -> str | None:
+    try:
+        with tarfile.open(path, mode="r:*") as archive:
+            return _image_problem(archive)
+    except tarfile.TarError:
+        return "it is not a docker save tarball (not a tar archive, plain or compressed)"
+
+
+def _image_problem(archive: tarfile.TarFile) -> str | None:
+    try:
+        manifest = json.loads(_small_member(archive, "manifest.json"))
+        entry = manifest[0] if isinstance(manifest, list) and len(manifest) == 1 else None
+        config_name = entry.get("Config") if isinstance(entry, dict) else None
+        layers = entry.get("Layers") if isinstance(entry, dict) else None
+        if not isinstance(config_name, str) or not isinstance(layers, list):
+            return "its manifest.json does not describe exactly one image with a Config and Layers"
+        claimed = Path(config_name).name.removesuffix(".json")
+        if not _HEX64.fullmatch(claimed):
+            return f"its image config {config_name!r} is not filed under a sha256 digest"
+        config = _small_member(archive, config_name)
+        if hashlib.sha256(config).hexdigest() != claimed:
+            return f"its image config does not hash to sha256:{claimed}, the digest it is filed under"
+        diff_ids = json.loads(config)["rootfs"]["diff_ids"]
+        if not isinstance(diff_ids, list) or len(diff_ids) != len(layers):
+            return f"its manifest lists {len(layers)} layers and its config {len(diff_ids)}"
+        for layer in layers:
+            _member(archive, str(layer))
+    except _NotThere as missing:
+        return f"it is not a docker save tarball: {missing}"
+    except (ValueError, KeyError, TypeError) as exc:
+        return f"it is not a docker save tarball ({type(exc).__name__}: {exc})"
+    return None
+
+
+class _NotThere(Exception):
+    """A member a docker save tarball must hold is missing or not a regular file."""
+
+
+def _member(archive: tarfile.TarFile, name: str) -> tarfile.TarInfo:
+    try:
+        info = archive.getmember(name)
+    except KeyError:
+        raise _NotThere(f"it has no {name!r}") from None
+    if not info.isfile():
+        raise _NotThere(f"{name!r} is not a regular file")
+    return info
+
+
+def _small_member(archive: tarfile.TarFile, name: str) -> bytes:
+    info = _member(archive, name)
+    if info.size > _MAX_JSON_MEMBER:
+        raise _NotThere(f"{name!r} is {info.size} bytes, more than a manifest or config can be")
+    stream = archive.extractfile(info)
+    assert stream is not None  # a regular file always has content
+    return stream.read()
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__

@@ -18,10 +18,31 @@ A spec looks like::
       ],
       "args": ["--top", "10"],
       "env": {"LANG": "C"},
-      "limits": {"memory_mb": 256, "timeout_s": 60, "cpus": 1.0},
+      "limits": {"memory_mb": 256, "timeout_s": 30, "cpus": 1.0, "output_mb": 256},
       "network": false,
       "description": "word count"
     }
+
+Limits against the terms. ``limits.timeout_s`` means the same thing on every
+machine. For a Docker job it is the container's wall-clock limit. For a Wasm job
+it is a fuel budget: the run may burn ``timeout_s × WASM_FUEL_PER_SECOND`` fuel,
+and no more than the job's ``max_units`` (:meth:`JobSpec.unit_limit`), so a
+time-limited run stops at the same instruction, with the same outputs, on every
+replica. Either way the run gets at most half of the commit window
+(``exec_timeout``): :meth:`JobSpec.check_terms` refuses a spec whose run may take
+longer, because the other half is what a provider needs to fetch the inputs,
+store the result and land its commit, and what lets a node up to twice slower
+than the reference still commit in time.
+
+``WASM_FUEL_PER_SECOND`` (500 M fuel per second, also ``Limits.FUEL_PER_SECOND``)
+is the protocol's reference machine. Measured with wasmtime 50 on the 2-core
+development machine with the example modules (``examples/wasm``): the compute-bound ones
+burn 3.4-10.5 G fuel/s (ga, sha256sum, pi, miner), wordfreq 2.1 G/s, and the
+slowest, wordcount (stdio-bound over 3.3 MB of text), 0.83 G/s. The reference
+sits below all of them, so a job that fits its budget on the reference fits it
+here. Programs that spend their time in host calls (a loop of ``clock_time_get``
+or one-line ``fd_write`` calls) burn only 0.3-4 M fuel/s: fuel does not bound
+their wall time until the executor charges fuel for host calls.
 
 Example:
     >>> spec = JobSpec(version=1, executor="wasm", artifact=module_cid,
@@ -36,7 +57,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Final, Literal
 
 from eth_utils.crypto import keccak
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -71,6 +92,13 @@ MAX_NAME_LENGTH = 255
 MAX_MEMORY_MB = 65536
 MAX_TIMEOUT_S = 86_400
 MAX_CPUS = 256.0
+#: Largest output a spec may allow (MiB): what a provider stores and a child job may have to fetch.
+MAX_OUTPUT_MB = 4096
+#: Fuel a Wasm job may burn per second of ``limits.timeout_s``: the protocol's reference machine
+#: (see the module docstring for how it was measured).
+WASM_FUEL_PER_SECOND: Final = 500_000_000
+#: A run may take at most 1/COMMIT_WINDOW_SHARE of the commit window (``exec_timeout``).
+COMMIT_WINDOW_SHARE: Final = 2
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -155,13 +183,31 @@ class Limits(_Strict):
 
     Attributes:
         memory_mb: Memory limit in MiB (Wasm linear memory, or the container's limit).
-        timeout_s: Wall-clock limit in seconds.
+        timeout_s: Time limit in seconds. Docker: the container's wall-clock limit.
+            Wasm: a fuel budget of ``timeout_s × FUEL_PER_SECOND`` (see
+            :meth:`JobSpec.unit_limit`), the same on every machine. Must fit in half
+            the job's commit window (:meth:`JobSpec.check_terms`). Default 30, which
+            fits a 60 s window.
         cpus: CPU share for Docker jobs (ignored by Wasm, which is single-threaded).
+            A Docker job stopped at its time limit is billed ``timeout_s × 1000 × cpus``
+            CPU ms (at most ``max_units``).
+        output_mb: Most the program may write under ``/outputs``, stdout and stderr
+            included, in MiB (default 256, at most 4096). A run that writes more ends in
+            a failure result without its outputs.
     """
 
+    #: Fuel per second of ``timeout_s`` for Wasm jobs (``WASM_FUEL_PER_SECOND``).
+    FUEL_PER_SECOND: ClassVar[int] = WASM_FUEL_PER_SECOND
+
     memory_mb: Annotated[int, Field(ge=1, le=MAX_MEMORY_MB)] = 256
-    timeout_s: Annotated[int, Field(ge=1, le=MAX_TIMEOUT_S)] = 60
+    timeout_s: Annotated[int, Field(ge=1, le=MAX_TIMEOUT_S)] = 30
     cpus: Annotated[float, Field(gt=0, le=MAX_CPUS)] = 1.0
+    output_mb: Annotated[int, Field(ge=1, le=MAX_OUTPUT_MB)] = 256
+
+    @property
+    def output_bytes(self) -> int:
+        """``output_mb`` in bytes."""
+        return self.output_mb << 20
 
 
 class JobSpec(_Strict):
@@ -259,13 +305,33 @@ class JobSpec(_Strict):
         """Parent jobs whose results this spec uses, in input order."""
         return tuple(JobId(ref.parent) for ref in self.inputs if ref.parent is not None)
 
+    def unit_limit(self, terms: JobTerms) -> int:
+        """The most units a replica of this job may use: the cap its executor is given.
+
+        Wasm: the fuel limit, ``min(terms.max_units, limits.timeout_s × WASM_FUEL_PER_SECOND)``;
+        a run that reaches it is stopped at the same instruction on every machine.
+        Docker: ``terms.max_units`` CPU ms (its time limit is the wall clock).
+
+        Example:
+            >>> JobSpec(version=1, executor="wasm", artifact=cid, limits=Limits(timeout_s=2)).unit_limit(terms)
+            1000000000
+        """
+        if self.executor == "wasm":
+            return min(terms.max_units, self.limits.timeout_s * WASM_FUEL_PER_SECOND)
+        return terms.max_units
+
     def check_terms(self, terms: JobTerms) -> None:
         """Check that the spec fits the on-chain terms of the job that names it.
 
         Raises:
             SpecError: the executor differs, network is asked for by a job that is
-                not destructive, or an input names a parent the terms do not list.
+                not destructive, an input names a parent the terms do not list, or the
+                run may take more than half the commit window (``exec_timeout``).
         """
+        self._check_fit(terms)
+        self._check_window(terms)
+
+    def _check_fit(self, terms: JobTerms) -> None:
         executor = Executor.WASM if self.executor == "wasm" else Executor.DOCKER
         if executor != terms.executor:
             raise errors.SpecError(
@@ -282,6 +348,30 @@ class JobSpec(_Strict):
                 f"Job spec inputs name parent job(s) {unknown} that the job's terms do not list "
                 f"(parents {list(terms.parents)})."
             )
+
+    def _check_window(self, terms: JobTerms) -> None:
+        # Integer arithmetic: the answer must not depend on float rounding anywhere.
+        window = terms.exec_timeout
+        if self.executor == "wasm":
+            fuel = self.unit_limit(terms)
+            if COMMIT_WINDOW_SHARE * fuel <= window * WASM_FUEL_PER_SECOND:
+                return
+            fits = window * WASM_FUEL_PER_SECOND // COMMIT_WINDOW_SHARE
+            needed = -(-COMMIT_WINDOW_SHARE * fuel // WASM_FUEL_PER_SECOND)
+            raise errors.SpecError(
+                f"Job spec limits do not fit the job's commit window: a wasm run may burn {fuel:,} fuel (the "
+                f"smaller of max_units and limits.timeout_s × {WASM_FUEL_PER_SECOND:,} fuel/s), more than "
+                f"half of exec_timeout={window} s on the reference machine. Lower limits.timeout_s or max_units "
+                f"to {fits:,} fuel at most, or raise exec_timeout to {needed}."
+            )
+        timeout = self.limits.timeout_s
+        if COMMIT_WINDOW_SHARE * timeout <= window:
+            return
+        raise errors.SpecError(
+            f"Job spec limits do not fit the job's commit window: limits.timeout_s={timeout} s may take at most "
+            f"half of exec_timeout={window} s. Lower limits.timeout_s to {window // COMMIT_WINDOW_SHARE} "
+            f"or raise exec_timeout to {COMMIT_WINDOW_SHARE * timeout}."
+        )
 
 
 def describe_errors(exc: ValidationError, *, limit: int = 5) -> str:

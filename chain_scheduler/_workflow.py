@@ -124,6 +124,7 @@ class JobOptions:
     m: int | None = None
     max_price: int | None = None
     max_units: int | None = None
+    min_units: int | None = None
     collateral: int | None = None
     verifiers: int | None = None
     audit_bps: int | None = None
@@ -705,6 +706,7 @@ class _OptionsModel(_Model):
     m: int | None = Field(default=None, ge=1, le=255)
     max_price: _Amount | None = None
     max_units: int | None = Field(default=None, ge=1, lt=2**64)
+    min_units: int | None = Field(default=None, ge=0, lt=2**64)
     collateral: _Amount | None = None
     verifiers: int | None = Field(default=None, ge=0, le=255)
     audit_bps: int | None = Field(default=None, ge=0, le=10_000)
@@ -776,6 +778,7 @@ def _options(model: _OptionsModel) -> JobOptions:
         m=model.m,
         max_price=_amount(model.max_price, "max_price"),
         max_units=model.max_units,
+        min_units=model.min_units,
         collateral=_amount(model.collateral, "collateral"),
         verifiers=model.verifiers,
         audit_bps=model.audit_bps,

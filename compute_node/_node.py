@@ -74,7 +74,7 @@ from chain_scheduler import Job as ChainJob
 from chain_scheduler import Slot as ChainSlot
 from compute_node._behaviour import Behaviour
 from compute_node._policy import NodePolicy, decide
-from compute_node._runner import JobRunner, RunOutcome
+from compute_node._runner import JobRunner, RunOutcome, Verdict
 from compute_node._state import JobPhase, JobRecord, NodeState, StateError, Watch, WatchKind
 from compute_node.executors._docker import DockerExecutorError
 from storage import BackendError
@@ -537,6 +537,9 @@ class ProviderNode:
             self._set_watch(Watch(job_id=JobId(job_id), kind=WatchKind.DEFER, round=int(round_)))
         elif outcome == "bid":
             self._unwatch(job_id, WatchKind.DEFER, WatchKind.LEFT, WatchKind.PARENTS)
+        # What we decided to come back to is on disk before the event counts as handled: a
+        # kill -9 in between would otherwise skip the event on replay and forget the job.
+        self._flush_watches()
         if event is not None:
             self.state.mark_handled(event.tx_hash, event.log_index, block=event.block_number)
 
@@ -554,11 +557,8 @@ class ProviderNode:
                 self._consider(watch.job_id, Round(watch.round), None)
 
     def _retry_deferred(self) -> None:
-        deferred = self._watched(WatchKind.DEFER)
-        if not deferred or self._load() >= self.policy.capacity:
-            return
-        for watch in deferred:
-            if self._load() >= self.policy.capacity or self._stopping.is_set():
+        for watch in self._watched(WatchKind.DEFER):
+            if self._busy() or self._stopping.is_set():
                 return
             self._unwatch(watch.job_id, WatchKind.DEFER)
             self._consider(watch.job_id, Round(watch.round), None)
@@ -641,13 +641,17 @@ class ProviderNode:
                             job_id, terms.k, eligible)  # fmt: skip
                 return "skip"
         try:
-            problem = self.runner.precheck(terms=terms, spec_cid=posted.spec_cid)
-        except BackendError as exc:
-            logger.warning("job_id=%s: the content store did not answer (%s); deciding again later", job_id, exc)
+            check = self.runner.precheck(terms=terms, spec_cid=posted.spec_cid)
+        except (BackendError, errors.ChainUnavailable, OSError) as exc:
+            logger.warning("job_id=%s: could not check the job now (%s); deciding again later", job_id, _one_line(exc))
             return "defer"
-        if problem is not None:
-            logger.warning("job_id=%s declined: %s", job_id, problem)
+        if not check.bid:
+            logger.warning("job_id=%s declined: %s", job_id, check.reason)
             return "skip"
+        if check.verdict is Verdict.FAIL:
+            # Every replica will agree on the same failure result: it is paid like any result
+            # (at least minUnits), and nobody is slashed for it.
+            logger.info("job_id=%s will end in a failure result (%s): %s", job_id, check.failure, check.reason)
         self._bid(job_id, round_, terms, decision.price)
         return "bid"
 
@@ -830,7 +834,9 @@ class ProviderNode:
                 logger.info("job_id=%s: our bid landed, slot %d", job_id, slot.index)
                 return
         self._save(replace(record, phase=JobPhase.ABANDONED, error="bid did not land"))
-        logger.info("job_id=%s: our bid did not land", job_id)
+        logger.info("job_id=%s: our bid did not land; deciding again", job_id)
+        # The event that made us bid is handled: nothing else would bring the job back.
+        self._consider(job_id, Round(record.round), None)
 
     def _run_or_commit(self, record: JobRecord, posted: _Posted, job: ChainJob, slot: ChainSlot) -> None:
         job_id = int(record.job_id)
@@ -865,7 +871,7 @@ class ProviderNode:
         assert record.seed is not None
         worker = threading.Thread(
             target=self._execute,
-            args=(record, posted, slot.price),
+            args=(record, posted, slot.price, job.deadline),
             name=f"job-{job_id}",
             daemon=True,  # abandoned on abort: the job re-runs after a restart
         )
@@ -878,7 +884,7 @@ class ProviderNode:
         closed = self.market.events(names=("BiddingClosed",), job_id=job_id)
         return bytes(closed[-1].args["seed"]) if closed else None
 
-    def _execute(self, record: JobRecord, posted: _Posted, price: int) -> None:
+    def _execute(self, record: JobRecord, posted: _Posted, price: int, deadline: int) -> None:
         """Worker thread: run the job and record the result with a fresh salt (no transactions here)."""
         job_id = int(record.job_id)
         assert record.seed is not None
@@ -890,6 +896,7 @@ class ProviderNode:
                 seed=record.seed,
                 price=price,
                 behaviour=self.behaviour,
+                time_left=deadline - self._clock.now(),  # the sandbox's safety net ends before the commit deadline
             )
         except (BackendError, DockerExecutorError, errors.ChainUnavailable, OSError) as exc:
             # The node's own infrastructure (store, engine, RPC, disk): retry later, record nothing.
@@ -1199,6 +1206,10 @@ class ProviderNode:
                 1 for r in self._records.values()
                 if r.phase in (JobPhase.ASSIGNED, JobPhase.RUNNING) and r.seed is not None and r.result_cid is None
             )  # fmt: skip
+
+    def _busy(self) -> bool:
+        """No room for another bid now (what ``decide`` would answer "later" to)."""
+        return self._load() >= self.policy.capacity or self._hopes() >= self.policy.pending_bids
 
     def _hopes(self) -> int:
         """Bids whose rounds have not filled yet (no seed): they lock collateral, not capacity."""

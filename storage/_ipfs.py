@@ -26,7 +26,7 @@ from storage._cid import CID, Cid, parse_cid
 from storage._errors import BackendError, ContentNotFound, CorruptBlock, StorageError
 from storage._importer import CHUNK_SIZE, scan_directory
 from storage._protocol import DEFAULT_MAX_SIZE
-from storage._reader import fetch_tree, iter_dag, read_file
+from storage._reader import fetch_tree, inspect_tree, iter_dag, read_file
 
 __all__ = ["DEFAULT_IPFS_API", "IpfsStore"]
 
@@ -307,6 +307,10 @@ class IpfsStore:
     def fetch(self, cid: str, dest: Path, *, max_size: int | None = None) -> None:
         """Write a file or a tree to ``dest``, verified (see `ContentStore.fetch`)."""
         fetch_tree(self, Cid.parse(cid), Path(dest), max_size=max_size)
+
+    def inspect(self, cid: str, *, max_size: int | None = None) -> int:
+        """Check a file or a tree as `fetch` would, block by block, writing nothing (see `ContentStore.inspect`)."""
+        return inspect_tree(self, Cid.parse(cid), max_size=max_size)
 
     def has(self, cid: str) -> bool:
         """True when the node holds the root block itself (asks it not to search peers)."""

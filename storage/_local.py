@@ -37,7 +37,7 @@ from storage._importer import (
     scan_directory,
 )
 from storage._protocol import DEFAULT_MAX_SIZE
-from storage._reader import dag_links, fetch_tree, iter_dag, read_file
+from storage._reader import dag_links, fetch_tree, inspect_tree, iter_dag, read_file
 
 __all__ = ["LocalStore"]
 
@@ -253,6 +253,10 @@ class LocalStore:
     def fetch(self, cid: str, dest: Path, *, max_size: int | None = None) -> None:
         """Write a file or a tree to ``dest`` (see `ContentStore.fetch`)."""
         fetch_tree(self, Cid.parse(cid), Path(dest), max_size=max_size)
+
+    def inspect(self, cid: str, *, max_size: int | None = None) -> int:
+        """Check a file or a tree as `fetch` would, writing nothing (see `ContentStore.inspect`)."""
+        return inspect_tree(self, Cid.parse(cid), max_size=max_size)
 
     def has(self, cid: str) -> bool:
         """True when the root block of ``cid`` is in the store."""

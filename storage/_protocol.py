@@ -92,9 +92,31 @@ class ContentStore(Protocol):
 
         Raises:
             DestinationExists: ``dest`` already exists.
-            UnsafePath: an entry named ``..``, an absolute path, or a symlink
-                leading out of ``dest``.
+            UnsafePath: an entry named ``..``, ``.``, empty, absolute or holding a
+                ``/``, or a symlink leading out of the tree (judged against the tree
+                itself, wherever it is unpacked).
+            MalformedDag: a directory lists a name twice, or sizes do not add up.
             ContentTooLarge: the files add up to more than ``max_size``.
+            ContentNotFound: a block of the content is missing.
+        """
+        ...
+
+    def inspect(self, cid: str, *, max_size: int | None = None) -> int:
+        """Check that ``fetch`` would unpack ``cid`` safely, writing nothing; return its size in bytes.
+
+        The same checks as ``fetch``, on the directory nodes and the root node of
+        every file (their declared sizes), without reading file chunks: cheap
+        enough to run before accepting work that will fetch the content.
+
+        Raises:
+            UnsafePath, MalformedDag, ContentTooLarge: as ``fetch`` would.
+            NotAFile: ``cid`` is a symlink.
+            ContentNotFound: the store does not hold a directory or file node of it.
+            InvalidCid: ``cid`` is not a CID.
+
+        Example:
+            >>> store.inspect(tree_cid, max_size=4 << 30)
+            1830
         """
         ...
 

@@ -12,8 +12,10 @@ never printed.
 
 Exit codes (:class:`ExitCode`): 0 ok, 1 failure (a job failed, a wait timed out,
 a store error), 2 usage (bad option, no key, no contract), 3 chain node
-unreachable, 4 transaction reverted (the contract error is named, with what to
-do), 5 unknown job, 6 job spec that does not validate.
+unreachable, 4 transaction reverted, or refused before sending as the contract
+would (the contract error is named, with what to do), 5 unknown job, 6 job spec
+that does not validate, or a job every provider would end in a failure result
+(nothing posted: ``job submit --force`` posts it).
 """
 
 from __future__ import annotations
@@ -129,6 +131,8 @@ _HINTS: dict[str, str] = {
     "AlreadyRegistered": "this account is already a provider: see `chainsched provider status`",
     "StakeLocked": "stake locked in running jobs cannot be withdrawn: wait for them to finish",
     "Unbonding": "the unbonding delay has not passed yet: try again later",
+    "DeadlineNotReached": "nothing has expired yet: `chainsched job status` shows the deadline; "
+    "`chainsched job timeout` moves the job once it has passed",
 }
 
 

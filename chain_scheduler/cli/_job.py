@@ -1,8 +1,9 @@
-"""``chainsched job``: submit a job and follow it, read its result, receipt and logs, cancel or challenge it."""
+"""``chainsched job``: submit and follow a job, read its result, receipt and logs; cancel, challenge, time it out."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -10,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from chain_scheduler import errors
-from chain_scheduler._client import JobHandle
+from chain_scheduler._client import DEFAULT_MIN_UNITS, JobHandle
 from chain_scheduler._keys import parse_wei
 from chain_scheduler._model import Job, JobStatus, SafetyClass, capability_bits
 from chain_scheduler._spec import JobSpec, Limits
@@ -151,6 +152,10 @@ def submit(
     max_units: Annotated[int, typer.Option(min=1, help="Most units (Wasm fuel, Docker CPU-ms) paid per replica.")] = (
         1_000_000_000
     ),
+    min_units: Annotated[
+        int,
+        typer.Option(min=0, help="Units each paid replica is billed at least, even for a failure result of no work."),
+    ] = DEFAULT_MIN_UNITS,
     collateral: Annotated[str, typer.Option(help="Stake each provider locks per slot (wei or 0.01ether).")] = (
         "0.001ether"
     ),
@@ -168,11 +173,28 @@ def submit(
     require: Annotated[
         list[str] | None, typer.Option("--require", help="Capabilities providers need beyond the executor (gpu).")
     ] = None,
-    memory_mb: Annotated[int, typer.Option(min=1, help="Memory limit, MiB.")] = 256,
-    time_limit: Annotated[int, typer.Option("--time-limit", min=1, help="Wall-clock limit per run, s.")] = 60,
-    cpus: Annotated[float, typer.Option(min=0.01, help="CPU share (Docker).")] = 1.0,
+    memory_mb: Annotated[int | None, typer.Option(min=1, help="Memory limit, MiB \\[default: 256].")] = None,
+    time_limit: Annotated[
+        int | None,
+        typer.Option(
+            "--time-limit",
+            min=1,
+            help="Time limit per run, s: Docker's wall clock, Wasm's fuel budget (500M fuel/s); at most half "
+            "of --exec-timeout \\[default: 30].",
+        ),
+    ] = None,
+    cpus: Annotated[float | None, typer.Option(min=0.01, help="CPU share (Docker) \\[default: 1.0].")] = None,
+    output_mb: Annotated[
+        int | None, typer.Option(min=1, help="Most the program may write under /outputs, MiB \\[default: 256].")
+    ] = None,
     network: Annotated[bool, typer.Option("--network", help="Network access (destructive Docker jobs).")] = False,
     description: Annotated[str, typer.Option(help="Free text for people.")] = "",
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Post even a job every provider would end in a failure result (they are paid min units)."
+        ),
+    ] = False,
     no_wait: Annotated[bool, typer.Option("--no-wait", help="Print the job id and return at once.")] = False,
     out: Annotated[Path | None, typer.Option(help="Where to write the outputs \\[default: ./job-ID].")] = None,
     timeout: Annotated[float, typer.Option(min=0, help="Seconds to wait for the job to settle.")] = 600.0,
@@ -185,7 +207,13 @@ def submit(
     key_env: KeyEnvOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Upload a job, post it, follow it to a verified result, and print the result, outputs and price."""
+    """Upload a job, post it, follow it to a verified result, and print the result, outputs and price.
+
+    Before posting, the job is checked as every provider will check it: a spec that does not fit its
+    terms (a time limit over half of --exec-timeout), a program that is not a WASI module or a docker
+    save tarball, an input tree that cannot be unpacked safely: exit 6, nothing posted (--force posts).
+    A job that ends in a failure result (the providers agreed it could not run) exits 1.
+    """
     if sum(x is not None for x in (module, image, spec_file)) != 1:
         raise fail(ExitCode.USAGE, "give exactly one of --module FILE.wasm, --image IMAGE.tar, --spec SPEC.json")
     safety_class = None
@@ -217,8 +245,9 @@ def submit(
             "verifiers": verifiers, "audit_bps": round(audit * 10_000), "challenge_window": challenge_window,
             "bid_window": bid_window, "fill_timeout": fill_timeout, "exec_timeout": exec_timeout,
             "reveal_window": reveal_window, "parents": parents or (), "safety": safety_class,
-            "capabilities": capabilities,
+            "capabilities": capabilities, "min_units": min_units, "force": force,
         }  # fmt: skip
+        given = {"memory_mb": memory_mb, "timeout_s": time_limit, "cpus": cpus, "output_mb": output_mb}
         try:
             if spec_file is not None:
                 if named or args or env:
@@ -232,12 +261,14 @@ def submit(
                     inputs=named,
                     args=args or [],
                     env=dict(_pairs(env or [], "--env")),
-                    limits=Limits(memory_mb=memory_mb, timeout_s=time_limit, cpus=cpus),
+                    limits=Limits.model_validate({name: value for name, value in given.items() if value is not None}),
                     network=network,
                     description=description,
                     **terms,
                 )
-        except ValueError as exc:  # a bad path, or limits out of range (pydantic)
+        except errors.SpecError as exc:  # nothing was posted
+            raise fail(ExitCode.INVALID_SPEC, str(exc).replace("force=True", "--force")) from None
+        except ValueError as exc:  # a bad path, min units over max units, or limits out of range (pydantic)
             code = ExitCode.INVALID_SPEC if "validation error" in str(exc) else ExitCode.USAGE
             raise fail(code, str(exc).splitlines()[0] if code == ExitCode.USAGE else str(exc)) from None
         posted = {"job_id": handle.job_id, "spec_cid": handle.spec_cid, "escrow": handle.terms().escrow}
@@ -256,6 +287,8 @@ def submit(
         if dest.exists():  # the default name: keep what is there, write beside it
             dest = Path(f"job-{handle.job_id}-{int(time.time())}")
         outputs = handle.fetch(dest)
+        receipt_file = dest / "receipt.json"
+        consensus: dict[str, Any] = json.loads(receipt_file.read_text()) if receipt_file.is_file() else {}
         data: dict[str, Any] = posted | {
             "status": job.status.name.lower(),
             "result_cid": handle.result_cid(),
@@ -267,7 +300,12 @@ def submit(
                      "slashed": len(receipt.slashed)}  # fmt: skip
         else:
             data |= {"paid": None, "note": "payment at finalization: see `chainsched job receipt`"}
+        failure = consensus.get("reason")
+        if failure:  # a failure result: the providers agreed the job could not run
+            data |= {"failure": failure, "error": consensus.get("error")}
         emit(data, as_json)
+        if failure:
+            raise fail(ExitCode.FAILURE, f"job {handle.job_id} could not run: {failure}: {data['error']}")
 
 
 @app.command("status")
@@ -364,6 +402,8 @@ def receipt(
         return
     consensus = data["consensus"]
     typer.echo(f"job {job_id}  result {data['result_cid']}")
+    if consensus.get("reason"):
+        typer.echo(f"failure result: the job could not run ({consensus['reason']}): {consensus.get('error')}")
     typer.echo(
         f"metered by every agreeing replica: {consensus.get('executor', '?')}, exit code "
         f"{consensus.get('exit_code', '?')}, {consensus.get('usage', '?')} {consensus.get('units', 'units')}"
@@ -434,3 +474,41 @@ def challenge(
         handle = sdk.job(job_id)
         bond = handle.challenge()
         emit({"job_id": job_id, "bond": bond, "status": handle.status().status.name.lower()}, as_json)
+
+
+@app.command("timeout")
+def timeout(
+    job_id: int,
+    rpc: RpcOpt = None,
+    contract: ContractOpt = None,
+    devnet: DevnetOpt = Path(".devnet"),
+    account: AccountOpt = None,
+    key_file: KeyFileOpt = None,
+    key_env: KeyEnvOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Move a job past an expired phase (anyone may): fill, commit or reveal deadline, or challenge window."""
+    with client(endpoints(rpc, contract, None, devnet), KeyChoice(account, key_file, key_env), need_store=False) as sdk:
+        handle = sdk.job(job_id)
+        before = handle.status()
+        try:
+            after = handle.timeout()
+        except errors.DeadlineNotReached as exc:
+            deadline, now = int(exc.fields["deadline"]), int(exc.fields["now_"])
+            raise fail(
+                ExitCode.REVERTED,
+                f"job {job_id} is {before.status.name.title()} and its deadline is {deadline - now} s away "
+                f"(block time {now}, deadline {deadline}): nothing has expired yet. "
+                f"Run `chainsched job timeout {job_id}` again after it.",
+            ) from None
+        except errors.WrongStatus:
+            raise fail(
+                ExitCode.REVERTED,
+                f"job {job_id} is {before.status.name.title()}: it has no phase left to move "
+                "(only Open, Running, Revealing and Succeeded jobs have a deadline).",
+            ) from None
+        emit(
+            {"job_id": job_id, "before": before.status.name.lower(), "status": after.status.name.lower(),
+             "round": after.round.name.lower(), "deadline": after.deadline},
+            as_json,
+        )  # fmt: skip

@@ -25,9 +25,18 @@ Sandbox (``docker run`` equivalents):
     request replace the image's command (its entrypoint is kept); with no
     arguments the image's defaults run.
 
-Limits: the container is killed at the request's timeout, and as soon as its CPU
-time exceeds ``max_units`` milliseconds (checked every ``poll_interval``). The
-container is removed in every case, including errors and KeyboardInterrupt.
+Limits: the container is killed at the request's timeout, as soon as its CPU
+time exceeds ``max_units`` milliseconds (checked every ``poll_interval``), and,
+for a request with ``max_output_bytes``, as soon as ``/outputs`` and its stdout
+and stderr together hold more (checked as often as the headroom left requires,
+down to every ``output_poll_interval``). A run that ends with more than that is
+over the limit too. The container is removed in every case, including errors
+and KeyboardInterrupt. ``ExecutionResult.stopped_by`` says which limit ended
+the run: TIMEOUT, FUEL (the CPU budget, ``max_units`` being the job's units),
+MEMORY (the kernel's OOM killer) or OUTPUT. stdout and stderr never pass the
+output limit (their copy stops at it); files the program writes itself can pass
+it by what it writes in one check interval plus the kill's delay (0.5 to 3 MB
+at the 300 MB/s a container writes through a bind mount here).
 
 Metering: ``container.stats()`` is empty once a container has exited, and the
 engine deletes a container's cgroup when its process exits, so its counters
@@ -50,13 +59,15 @@ the median).
 The engine must see the node's filesystem (inputs and outputs are bind mounts),
 so it runs on the same host.
 
-stdout and stderr are written to ``stdout`` and ``stderr`` in the outputs
-directory after the container exits (an entry the program left under those
-names is replaced, never followed). Outputs may hold anything the program
-wrote, symlinks included: readers must not follow links out of the directory.
+stdout and stderr are read from the attach stream while the program writes them
+(the engine keeps no log: log driver ``none``), into files outside the outputs
+directory, and written to ``stdout`` and ``stderr`` there after the container
+exits (an entry the program left under those names is replaced, never
+followed). Outputs may hold anything the program wrote, symlinks included:
+readers must not follow links out of the directory.
 
 Job failures (a tarball that does not verify, a command that cannot start,
-timeout, out of memory, CPU budget exceeded) come back as
+timeout, out of memory, CPU budget exceeded, too much output) come back as
 ``ExecutionResult.error``; exceptions are for the node's own problems:
 
     DockerExecutorError                 root of this module's exceptions
@@ -74,6 +85,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -81,6 +93,7 @@ import math
 import os
 import re
 import shutil
+import socket
 import tarfile
 import tempfile
 import threading
@@ -98,9 +111,10 @@ import docker
 import docker.errors
 import requests.exceptions
 from docker.models.containers import Container
-from docker.types import Ulimit
+from docker.types import LogConfig, Ulimit
+from docker.utils.socket import STDOUT, frames_iter
 
-from compute_node.executors._base import ExecutionRequest, ExecutionResult
+from compute_node.executors._base import ExecutionRequest, ExecutionResult, StopReason
 
 __all__ = [
     "DockerArtifactRejectedError",
@@ -117,6 +131,10 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 _MAX_JSON_MEMBER = 16 * MiB
 _COPY_CHUNK = MiB
 _ENGINE_ERRORS = (requests.exceptions.ConnectionError, requests.exceptions.Timeout)
+# The fastest a container is assumed to fill /outputs (about 300 MB/s measured
+# here through a bind mount): the size is checked before the job could pass its
+# limit at this rate, and every output_poll_interval once it is that close.
+_FASTEST_WRITES = 4 << 30
 
 MeterMode = Literal["auto", "cgroup", "stats"]
 
@@ -392,6 +410,100 @@ class _StatsSampler:
         return self._peak
 
 
+class _LogCapture:
+    """Copies a container's stdout and stderr, as the program writes them, into private files.
+
+    The container logs to no driver (``none``): the attach stream, opened before
+    the container starts, is the only copy, and the program's writes block while
+    it is not read. So stdout and stderr put on disk only what this writes:
+    with a ``limit`` it writes at most ``limit`` bytes less what the supervisor
+    last measured under ``/outputs`` (``files_bytes``), then sets ``over``, wakes
+    the supervisor and drains the rest. The files sit outside ``/outputs``
+    (where the program could replace them) until ``install`` copies them in.
+    """
+
+    def __init__(self, sock: Any, directory: Path, *, limit: int | None, wake: threading.Event) -> None:
+        self._sock = sock
+        self._directory = directory
+        self._limit = limit
+        self._wake = wake
+        self.bytes = 0
+        self.files_bytes = 0
+        self.over = False
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        for name in ("stdout", "stderr"):  # there for install() even if the stream breaks at once
+            (self._directory / name).touch()
+        self._thread = threading.Thread(target=self._copy, name="docker-logs", daemon=True)
+        self._thread.start()
+
+    def _copy(self) -> None:
+        try:
+            with open(self._directory / "stdout", "wb") as stdout, open(self._directory / "stderr", "wb") as stderr:
+                for stream, data in frames_iter(self._sock, tty=False):  # type: ignore[no-untyped-call]
+                    if self.over:
+                        continue
+                    if self._limit is not None:
+                        room = self._limit - self.files_bytes - self.bytes
+                        if len(data) > room:
+                            data = data[: max(room, 0)]
+                            self.over = True
+                    (stdout if stream == STDOUT else stderr).write(data)
+                    self.bytes += len(data)
+                    if self.over:
+                        self._wake.set()
+        except Exception as error:  # noqa: BLE001 - a broken stream ends the copy, not the run
+            logger.warning("the container's output stream broke off: %s", error)
+
+    def finish(self, timeout: float) -> None:
+        """Wait for the stream to end (the container has exited), then close it."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self.close()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def close(self) -> None:
+        """Close the stream, waking a reader still blocked on it."""
+        with contextlib.suppress(OSError, ValueError), socket.socket(fileno=os.dup(self._sock.fileno())) as duplicate:
+            duplicate.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):
+            self._sock.close()
+
+    def install(self, outputs_dir: Path) -> None:
+        """Write the captured ``stdout`` and ``stderr`` into ``outputs_dir``."""
+        for name in ("stdout", "stderr"):
+            with open(self._directory / name, "rb") as captured:
+                _replace_with_file(outputs_dir / name, iter(functools.partial(captured.read, _COPY_CHUNK), b""))
+
+
+@dataclass(slots=True)
+class _OutputWatch:
+    """Measures ``/outputs`` (and the captured stdout and stderr) against ``max_output_bytes``."""
+
+    root: Path
+    limit: int
+    capture: _LogCapture
+    next_walk: float = 0.0
+
+    def exceeded(self, now: float) -> bool:
+        if self.capture.over:
+            return True
+        if now < self.next_walk:
+            return False
+        self.capture.files_bytes = _tree_size(self.root)
+        # Walking thousands of files takes a while: space the walks so that
+        # they never take more than about a tenth of the run.
+        self.next_walk = now + 9 * (time.monotonic() - now)
+        return self.capture.files_bytes + self.capture.bytes > self.limit
+
+    def seconds_to_next_check(self, now: float) -> float:
+        """How long the job can write at ``_FASTEST_WRITES`` before it could pass the limit."""
+        headroom = self.limit - self.capture.files_bytes - self.capture.bytes
+        return max(self.next_walk - now, headroom / _FASTEST_WRITES)
+
+
 # --------------------------------------------------------------------------- helpers
 
 
@@ -405,6 +517,10 @@ def _tree_size(root: Path) -> int:
                 if S_ISREG(stat.st_mode):
                     total += stat.st_size
     return total
+
+
+def _output_reason(request: ExecutionRequest) -> str:
+    return f"wrote more than max_output_bytes={request.max_output_bytes} under /outputs (stdout and stderr included)"
 
 
 def _parse_engine_time(value: object) -> float | None:
@@ -445,6 +561,7 @@ class _Outcome:
     cpu_ns: int | None
     peak_memory: int | None
     wall_ms: int
+    stopped_by: StopReason | None = None
 
 
 # --------------------------------------------------------------------------- executor
@@ -469,6 +586,9 @@ class DockerExecutor:
         cgroup_parent: Parent cgroup under which each run gets its own child.
         cgroup_root: Where the cgroup hierarchies are mounted.
         poll_interval: Seconds between checks of the timeout and CPU budget.
+        output_poll_interval: For a job with ``max_output_bytes``, the shortest
+            time between two checks of the size of ``/outputs`` (a walk of the
+            directory); they come that often once the job could reach its limit.
         api_timeout: Seconds to wait for one engine API call.
         work_dir: Directory for temporary repacked images (default: the system's).
         image_repository: Repository name of the per-CID cache tags.
@@ -494,6 +614,7 @@ class DockerExecutor:
         cgroup_parent: str = "/chainsched",
         cgroup_root: Path = Path("/sys/fs/cgroup"),
         poll_interval: float = 0.1,
+        output_poll_interval: float = 0.005,
         api_timeout: float = 60.0,
         work_dir: Path | None = None,
         image_repository: str = "chainsched-artifact",
@@ -509,6 +630,7 @@ class DockerExecutor:
         self._cgroup_root = cgroup_root
         self._cgroup_version = 0
         self._poll_interval = poll_interval
+        self._output_poll_interval = output_poll_interval
         self._api_timeout = api_timeout
         self._work_dir = work_dir
         self._image_repository = image_repository
@@ -747,10 +869,17 @@ class DockerExecutor:
                     ) from None
         cpu_ms = None if outcome.cpu_ns is None else math.ceil(outcome.cpu_ns / 1_000_000)
         usage = max(1, cpu_ms or 0)
-        error = outcome.error
+        error, stopped_by = outcome.error, outcome.stopped_by
         if cpu_ms is not None and cpu_ms > request.max_units:
             usage = request.max_units
             error = error or (f"used {cpu_ms} CPU ms, over the job's limit of {request.max_units} units")
+            stopped_by = stopped_by or StopReason.FUEL
+        bytes_out = _tree_size(request.outputs_dir)
+        if request.max_output_bytes is not None and bytes_out > request.max_output_bytes:
+            # Also when the job ended (or another limit stopped it) between two checks.
+            if stopped_by is not StopReason.OUTPUT:
+                error = _output_reason(request) + (f"; {error}" if error else "")
+            stopped_by = StopReason.OUTPUT
         result = ExecutionResult(
             executor=self.kind,
             artifact_digest=image_id,
@@ -761,8 +890,9 @@ class DockerExecutor:
             peak_memory=outcome.peak_memory,
             wall_ms=outcome.wall_ms,
             bytes_in=bytes_in,
-            bytes_out=_tree_size(request.outputs_dir),
+            bytes_out=bytes_out,
             error=error,
+            stopped_by=stopped_by,
         )
         logger.info(
             "job_id=%s docker run done: exit %s, %s CPU ms, peak %s B, wall %s ms, total %.0f ms%s",
@@ -797,6 +927,9 @@ class DockerExecutor:
         }
         tmpfs_size = min(self._tmpfs_size, request.memory_limit)
         name = f"chainsched-job{request.job_id}-{run_id}"
+        logs_dir = Path(tempfile.mkdtemp(prefix="chainsched-logs-", dir=self._work_dir))
+        wake = threading.Event()  # the container exited, or its output passed the limit
+        capture: _LogCapture | None = None
         try:
             try:
                 container = client.containers.create(
@@ -828,7 +961,16 @@ class DockerExecutor:
                     ulimits=[Ulimit(name="core", soft=0, hard=0)],
                     healthcheck={"test": ["NONE"]},
                     cgroup_parent=cgroup.relative if cgroup is not None else None,
+                    log_config=LogConfig(type=LogConfig.types.NONE),
                 )
+                # Attached before the start, so the stream carries all the output.
+                capture = _LogCapture(
+                    client.api.attach_socket(str(container.id), params={"stdout": 1, "stderr": 1, "stream": 1}),
+                    logs_dir,
+                    limit=request.max_output_bytes,
+                    wake=wake,
+                )
+                capture.start()
                 container.start()
             except docker.errors.ImageNotFound:
                 raise
@@ -855,14 +997,20 @@ class DockerExecutor:
                     self._meter = "stats"
                 meter = _StatsSampler(client, str(container.id))
                 meter.start()
-            exit_code, error = self._supervise(container, request, meter, started)
+            exit_code, error, stopped_by = self._supervise(container, request, meter, started, capture, wake)
             measured_ms = round((time.monotonic() - started) * 1000)
             if isinstance(meter, _StatsSampler):
                 meter.finish()
-            self._save_logs(client, str(container.id), request.outputs_dir)
+            capture.finish(timeout=5.0)
+            capture.install(request.outputs_dir)
             state = client.api.inspect_container(str(container.id))["State"]
             if error is None and state.get("OOMKilled"):
                 error = f"out of memory: the job's limit is {request.memory_limit} bytes"
+                stopped_by = StopReason.MEMORY
+            if capture.over and stopped_by is not StopReason.OUTPUT:
+                # The copy stopped at the limit and the job ended before the supervisor looked.
+                error = _output_reason(request) + (f"; {error}" if error else "")
+                stopped_by = StopReason.OUTPUT
             begin, end = (
                 _parse_engine_time(state.get("StartedAt")),
                 _parse_engine_time(state.get("FinishedAt")),
@@ -874,12 +1022,16 @@ class DockerExecutor:
                 cpu_ns=meter.cpu_ns(),
                 peak_memory=meter.peak_memory(),
                 wall_ms=wall_ms,
+                stopped_by=stopped_by,
             )
         except _ENGINE_ERRORS as engine_error:
             raise self._unavailable(engine_error) from None
         finally:
             # By name, so a container whose create was interrupted before its id came back goes too.
             self._remove_container(client, name, request.job_id)
+            if capture is not None:
+                capture.close()
+            shutil.rmtree(logs_dir, ignore_errors=True)
             if cgroup is not None:
                 cgroup.remove()
 
@@ -913,8 +1065,10 @@ class DockerExecutor:
         request: ExecutionRequest,
         meter: _CgroupRun | _StatsSampler,
         started: float,
-    ) -> tuple[int, str | None]:
-        """Wait for the container, killing it at the timeout or CPU budget."""
+        capture: _LogCapture,
+        wake: threading.Event,
+    ) -> tuple[int, str | None, StopReason | None]:
+        """Wait for the container, killing it at the timeout, CPU budget or output limit."""
         done = threading.Event()
         outcome: dict[str, Any] = {}
 
@@ -925,17 +1079,36 @@ class DockerExecutor:
                 outcome["error"] = error
             finally:
                 done.set()
+                wake.set()
 
         threading.Thread(target=wait, name=f"docker-wait-{request.job_id}", daemon=True).start()
         deadline = started + request.timeout
         budget_ns = request.max_units * 1_000_000
+        outputs = None
+        if request.max_output_bytes is not None:
+            outputs = _OutputWatch(root=request.outputs_dir, limit=request.max_output_bytes, capture=capture)
         error: str | None = None
-        while not done.wait(self._poll_interval):
+        stopped_by: StopReason | None = None
+        while True:
+            interval = self._poll_interval
+            if outputs is not None:
+                due = outputs.seconds_to_next_check(time.monotonic())
+                interval = min(interval, max(self._output_poll_interval, due))
+            wake.wait(interval)
+            wake.clear()
+            if done.is_set():
+                break
+            now = time.monotonic()
             cpu_ns = meter.cpu_ns()
-            if time.monotonic() >= deadline:
+            if now >= deadline:
                 error = f"timed out after {request.timeout:g} s; the container was killed"
+                stopped_by = StopReason.TIMEOUT
             elif cpu_ns is not None and cpu_ns > budget_ns:
                 error = f"used more than the job's limit of {request.max_units} CPU ms; the container was killed"
+                stopped_by = StopReason.FUEL
+            elif outputs is not None and outputs.exceeded(now):
+                error = f"{_output_reason(request)}; the container was killed"
+                stopped_by = StopReason.OUTPUT
             else:
                 continue
             logger.info("job_id=%s %s", request.job_id, error)
@@ -952,9 +1125,4 @@ class DockerExecutor:
             raise DockerEngineUnavailableError(
                 f"the engine did not report the container's exit within {self._api_timeout:g} s of killing it"
             )
-        return int(outcome["status"].get("StatusCode", -1)), error
-
-    def _save_logs(self, client: docker.DockerClient, container_id: str, outputs_dir: Path) -> None:
-        for stream in ("stdout", "stderr"):
-            chunks = client.api.logs(container_id, stdout=stream == "stdout", stderr=stream == "stderr", stream=True)
-            _replace_with_file(outputs_dir / stream, iter(chunks))
+        return int(outcome["status"].get("StatusCode", -1)), error, stopped_by

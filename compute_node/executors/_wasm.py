@@ -2,8 +2,10 @@
 
 A job's module runs with its arguments, the inputs read-only at ``/inputs``,
 a writable ``/outputs`` (stdout and stderr land there as ``stdout`` and
-``stderr``), a memory limit, a fuel limit equal to the job's ``max_units`` and
-a wall-clock timeout. Usage is the fuel the module burnt.
+``stderr``), a memory limit, a fuel limit equal to the job's ``max_units``, an
+optional limit on the bytes under ``/outputs`` and a wall-clock timeout (the
+node's safety net: the job's own time limit is part of its fuel budget). Usage
+is the fuel the module burnt.
 
 Replicas must agree on both the outputs and the fuel, so everything the host
 could leak into the guest is made a function of the module, the inputs and
@@ -27,16 +29,48 @@ small shim module instantiated in the same store (same WASI context, its own
 scratch memory) and refund the shim's fuel, so the guest is charged only for
 its own instructions.
 
-Errors: a bad artifact, a trap, running out of fuel or time, or a memory limit
-hit are reported in ``ExecutionResult.error``, never raised. ``run`` raises
-only ``ValueError`` for a malformed request (a programming error).
+Limits and ``ExecutionResult.stopped_by``:
+
+- FUEL: the guest burnt ``max_units``; charged in full. Deterministic.
+- MEMORY: the module needs more than ``memory_limit`` to start, or it trapped
+  with its memory within a page of the limit (a refused ``memory.grow`` the
+  program handled and exited on is its own exit, not a stop). Deterministic.
+- TIMEOUT: the wall-clock timeout passed (checked at the engine's epoch
+  ticks, every ``tick_seconds``).
+- OUTPUT: with ``max_output_bytes``, the store has an epoch-deadline callback,
+  which measures ``/outputs`` (stdout and stderr included) as often as the
+  headroom left requires, every tick once the guest could reach the limit,
+  and stops the guest past it. A run that ends, by itself or by another
+  limit, with more under ``/outputs`` is OUTPUT too (its outputs are over the
+  limit either way). Host calls cannot be interrupted, so ``/outputs`` can pass
+  the limit by what the guest writes in one tick (3 to 12 MB here at 0.3 to
+  1.2 GB/s) plus one ``fd_write`` (at most its linear memory, so at most
+  ``memory_limit``).
+- TIMEOUT and OUTPUT depend on the machine's speed.
+
+Fuel after a TIMEOUT or OUTPUT stop is a lower bound. Cranelift keeps a
+running guest's fuel counter in a register and writes it back to the store
+only at calls, returns, ``unreachable`` and the out-of-fuel check; the
+interrupt traps without writing it back, so the store holds the figure of
+the guest's last call or return (a hot loop that calls nothing is not
+counted). FUEL stops and runs that end by themselves (``proc_exit`` or
+returning from ``_start``) are exact; other traps than ``unreachable`` (an
+out-of-bounds access, a division by zero) leave the figure of the last call
+or return too, the same on every replica.
+
+Errors: a bad artifact, a trap, running out of fuel or time, a memory limit
+hit or too much output are reported in ``ExecutionResult.error``, never
+raised. ``run`` raises only ``ValueError`` for a malformed request (a
+programming error).
 """
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import logging
 import math
+import os
 import struct
 import threading
 import time
@@ -47,8 +81,9 @@ from pathlib import Path
 from typing import Any, Self, cast
 
 import wasmtime
+from wasmtime import _ffi as wasmtime_ffi
 
-from compute_node.executors._base import ExecutionRequest, ExecutionResult
+from compute_node.executors._base import ExecutionRequest, ExecutionResult, StopReason
 
 __all__ = ["WasmExecutor"]
 
@@ -91,6 +126,12 @@ _DIRENT_HEADER = 24
 _FILESTAT_LEN = 64
 # Fuel lent to the shim for one call and refunded afterwards.
 _SHIM_FUEL = 10_000
+_MAX_FUEL = 2**64 - 1  # the store's fuel is a u64; ctypes wraps larger values silently
+_WASM_PAGE = 65_536
+# The fastest a guest is assumed to fill /outputs (page cache, big fd_writes;
+# about 1 GB/s measured here). The output check comes before the guest could
+# pass the limit at this rate, and every tick once it is that close.
+_FASTEST_WRITES = 4 << 30
 
 _SHIM_WAT = f"""
 (module
@@ -149,23 +190,136 @@ class _Rejected:
 
 
 @dataclass(slots=True)
+class _OutputWatch:
+    """Measures ``/outputs`` against ``max_output_bytes``, as often as the headroom requires."""
+
+    root: Path
+    limit: int
+    headroom: int = 0  # bytes left under the limit at the last walk
+    next_walk: float = 0.0
+
+    def exceeded(self, now: float) -> bool:
+        if now < self.next_walk:
+            return False
+        self.headroom = self.limit - _tree_size(self.root)
+        # Walking thousands of files takes a while: space the walks so that
+        # they never take more than about a tenth of the run.
+        self.next_walk = now + 9 * (time.monotonic() - now)
+        return self.headroom < 0
+
+    def seconds_to_next_check(self, now: float) -> float:
+        """How long the guest can write at ``_FASTEST_WRITES`` before it could pass the limit."""
+        return max(self.next_walk - now, self.headroom / _FASTEST_WRITES)
+
+
+@dataclass(slots=True)
 class _RunState:
-    """Per-run state read by the deterministic WASI functions."""
+    """Per-run state read by the deterministic WASI functions and the epoch callback."""
 
     seed: bytes
     shim_pre: wasmtime.InstancePre
     realtime_base_ns: int
+    deadline: float
+    outputs: _OutputWatch | None = None
     ticks: int = 0
     random_calls: int = 0
     shim: wasmtime.Instance | None = None
     listings: dict[int, list[tuple[bytes, int]]] = field(default_factory=dict)
+    stopped_by: StopReason | None = None
+    interrupted: BaseException | None = None  # raised in the epoch callback; run() re-raises it
+
+    def limit_passed(self, now: float) -> StopReason | None:
+        """The wall-clock or output limit the run is past, if any."""
+        if now >= self.deadline:
+            return StopReason.TIMEOUT
+        if self.outputs is not None and self.outputs.exceeded(now):
+            return StopReason.OUTPUT
+        return None
+
+    def seconds_to_next_check(self, now: float) -> float:
+        wait = self.deadline - now
+        if self.outputs is not None:
+            wait = min(wait, self.outputs.seconds_to_next_check(now))
+        return wait
+
+
+# wasmtime_store_epoch_deadline_callback's callback (wasmtime.h): returns NULL
+# to continue with a new deadline, or a wasmtime_error_t* to stop the guest.
+_EPOCH_CALLBACK = ctypes.CFUNCTYPE(
+    ctypes.c_size_t,
+    ctypes.POINTER(wasmtime_ffi.wasmtime_context_t),
+    ctypes.c_void_p,
+    ctypes.POINTER(ctypes.c_uint64),
+    ctypes.POINTER(wasmtime_ffi.wasmtime_update_deadline_kind_t),
+)
+_NO_FINALIZER = ctypes.cast(0, ctypes.CFUNCTYPE(None, ctypes.c_void_p))
+_UPDATE_DEADLINE_CONTINUE = 0
+
+
+class _Limits:
+    """Stops a run at its timeout, and past its output limit when it has one.
+
+    A run without an output limit gets a plain epoch deadline: the guest traps
+    at its timeout and no Python runs on its thread meanwhile. A run with one
+    gets an epoch-deadline callback instead. wasmtime-py 50 wraps none, so it
+    is installed through the C API (wasmtime is pinned in pyproject.toml). It
+    runs on the guest's thread, reads the run's state like the WASI functions
+    do and walks ``/outputs`` while the guest is paused. It needs the GIL, so
+    the deadline is re-armed no sooner than the next check is due.
+
+    As with the WASI functions written in Python, ctypes drops an exception
+    raised on entry to the callback: a Ctrl-C that lands there is lost. The
+    node runs jobs in worker threads, where no signal is delivered.
+    """
+
+    def __init__(self, *, local: threading.local, period: float) -> None:
+        self._local = local
+        self._period = period
+        # Kept for the executor's lifetime: the engine calls it from every store.
+        self._callback = _EPOCH_CALLBACK(self._on_deadline)
+
+    def install(self, store: wasmtime.Store, state: _RunState) -> None:
+        """Check ``state``'s limits while ``store`` runs."""
+        now = time.monotonic()
+        if state.outputs is None:
+            store.set_epoch_deadline(math.ceil((state.deadline - now) / self._period) + 1)
+            return
+        wasmtime_ffi.wasmtime_store_epoch_deadline_callback(store.ptr(), self._callback, None, _NO_FINALIZER)
+        store.set_epoch_deadline(self._ticks(state.seconds_to_next_check(now)))
+
+    def _ticks(self, seconds: float) -> int:
+        return max(1, int(seconds / self._period))
+
+    def _on_deadline(self, _context: Any, _data: Any, delta: Any, kind: Any) -> int:
+        state: _RunState | None = getattr(self._local, "state", None)
+        if state is None:
+            return _stop("no run is active on this thread")
+        try:
+            now = time.monotonic()
+            reason = state.limit_passed(now)
+            if reason is None:
+                delta[0] = self._ticks(state.seconds_to_next_check(now))
+                kind[0] = _UPDATE_DEADLINE_CONTINUE
+                return 0
+        except BaseException as exc:  # noqa: BLE001 - nothing may unwind into wasmtime; run() re-raises it
+            state.interrupted = exc
+            return _stop(type(exc).__name__)
+        state.stopped_by = reason
+        return _stop(f"{reason.value} limit")
+
+
+def _stop(message: str) -> int:
+    """A wasmtime_error_t* for the epoch callback to return (wasmtime frees it)."""
+    error = wasmtime_ffi.wasmtime_error_new(message.encode())
+    return ctypes.cast(error, ctypes.c_void_p).value or 0
 
 
 class _EpochTicker:
     """Advances the engine's epoch every ``period`` seconds while runs are active.
 
-    Each store sets its deadline as a number of ticks, so concurrent runs
-    share one thread and one engine.
+    Each store sets its deadline as a number of ticks (re-armed by its callback
+    when it has an output limit), so concurrent runs share one thread and one
+    engine.
     """
 
     def __init__(self, *, engine: wasmtime.Engine, period: float) -> None:
@@ -243,7 +397,23 @@ def _fake_inode(name: bytes) -> int:
 
 
 def _tree_size(root: Path) -> int:
-    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+    """Total bytes of the regular files under ``root``, never following symlinks."""
+    total = 0
+    pending = [str(root)]
+    while pending:
+        try:
+            with os.scandir(pending.pop()) as entries:
+                for entry in entries:
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            pending.append(entry.path)
+                        elif entry.is_file(follow_symlinks=False):
+                            total += entry.stat(follow_symlinks=False).st_size
+                    except OSError:  # removed while walking
+                        continue
+        except OSError:
+            continue
+    return total
 
 
 class _DeterministicWasi:
@@ -324,7 +494,7 @@ class _DeterministicWasi:
         # The shim's few instructions must not count against the guest, and
         # how often it runs depends on the host's directory order.
         fuel = _fuel(caller)
-        _set_fuel(caller, fuel + _SHIM_FUEL)
+        _set_fuel(caller, min(fuel + _SHIM_FUEL, _MAX_FUEL))
         try:
             return int(func(caller, *args))
         finally:
@@ -501,8 +671,8 @@ class WasmExecutor:
 
     One executor owns one wasmtime engine, a cache of compiled modules keyed
     by artifact CID (in memory, and serialized under ``cache_dir`` when one is
-    given) and a ticker thread that enforces timeouts. ``run`` may be called
-    from several threads at once.
+    given) and a ticker thread that enforces timeouts and paces the output
+    checks. ``run`` may be called from several threads at once.
 
     Example::
 
@@ -512,7 +682,7 @@ class WasmExecutor:
                 inputs_dir=inputs, outputs_dir=outputs, seed=seed,
                 max_units=10**9, memory_limit=64 << 20, timeout=30.0,
             ))
-        print(result.exit_code, result.usage, result.error)  # usage is fuel
+        print(result.exit_code, result.usage, result.stopped_by)  # usage is fuel
 
     Args:
         cache_dir: Directory for serialized compiled modules, or None to keep
@@ -520,8 +690,8 @@ class WasmExecutor:
         max_cached_modules: Compiled modules kept in memory (least recently
             used dropped first).
         max_module_bytes: Larger artifacts are refused without compiling.
-        tick_seconds: Timeout granularity: how often the engine epoch advances
-            while a run is active.
+        tick_seconds: Granularity of the timeout and of the output-limit
+            checks: how often the engine epoch advances while a run is active.
     """
 
     kind: str = "wasm"
@@ -544,6 +714,7 @@ class WasmExecutor:
         self._engine = wasmtime.Engine(_engine_config())
         self._ticker = _EpochTicker(engine=self._engine, period=tick_seconds)
         self._local = threading.local()
+        self._limits = _Limits(local=self._local, period=tick_seconds)
         self._lock = threading.Lock()
         self._modules: OrderedDict[str, _Compiled] = OrderedDict()
         self._linker = wasmtime.Linker(self._engine)
@@ -580,7 +751,8 @@ class WasmExecutor:
 
         Returns:
             The exit code and fuel used; ``error`` says why the sandbox
-            stopped the run (bad module, trap, out of fuel, timeout, memory).
+            stopped the run (bad module, trap, out of fuel, timeout, memory,
+            output) and ``stopped_by`` which limit did, if one did.
 
         Raises:
             ValueError: The request itself is malformed (seed length,
@@ -626,14 +798,21 @@ class WasmExecutor:
             tables=4,
             memories=2,
         )
-        store.set_epoch_deadline(math.ceil(request.timeout / self._ticker.period) + 1)
-        self._local.state = _RunState(
+        state = _RunState(
             seed=request.seed,
             shim_pre=self._shim_pre,
             realtime_base_ns=_realtime_base(request.seed),
+            deadline=time.monotonic() + request.timeout,
+            outputs=(
+                None
+                if request.max_output_bytes is None
+                else _OutputWatch(root=request.outputs_dir, limit=request.max_output_bytes)
+            ),
         )
+        self._limits.install(store, state)
+        self._local.state = state
         instance: wasmtime.Instance | None = None
-        exit_code, error, out_of_fuel = -1, None, False
+        exit_code, error, trap, stopped_by = -1, None, None, None
         try:
             with self._ticker:
                 instance = compiled.pre.instantiate(store)
@@ -646,22 +825,33 @@ class WasmExecutor:
         except wasmtime.ExitTrap as exc:
             exit_code = exc.code
         except wasmtime.Trap as exc:
-            out_of_fuel = exc.trap_code == wasmtime.TrapCode.OUT_OF_FUEL
+            trap = exc.trap_code
             error = _trap_reason(exc, request)
         except wasmtime.WasmtimeError as exc:
-            error = _instantiation_reason(exc, request, started_module=instance is not None)
+            error, stopped_by = _instantiation_reason(exc, request, started_module=instance is not None)
         finally:
             self._local.state = None
+        if state.interrupted is not None:
+            raise state.interrupted
+        if state.stopped_by is not None:
+            stopped_by, error = state.stopped_by, _limit_reason(state.stopped_by, request)
+        elif trap == wasmtime.TrapCode.OUT_OF_FUEL:
+            stopped_by = StopReason.FUEL
+        elif trap == wasmtime.TrapCode.INTERRUPT:
+            stopped_by = StopReason.TIMEOUT
         # Running dry is charged in full, so a replica cannot gain by
-        # reporting less than the limit it hit.
-        fuel = request.max_units if out_of_fuel else request.max_units - store.get_fuel()
+        # reporting less than the limit it hit. After a TIMEOUT or OUTPUT
+        # stop the store holds the fuel of the guest's last call or return
+        # (see the module docstring).
+        fuel = request.max_units if stopped_by is StopReason.FUEL else request.max_units - store.get_fuel()
         peak = None
         if instance is not None:
             memory = instance.exports(store).get("memory")
             if isinstance(memory, wasmtime.Memory):
                 peak = memory.data_len(store)
-        if error and error.startswith("trap") and peak and peak + 65_536 > request.memory_limit:
-            error += f" (memory limit of {request.memory_limit} bytes reached)"
+        if trap is not None and stopped_by is None and peak and peak + _WASM_PAGE > request.memory_limit:
+            stopped_by = StopReason.MEMORY
+            error = f"{error} (memory limit of {request.memory_limit} bytes reached)"
         result = self._result(
             request,
             started,
@@ -671,13 +861,15 @@ class WasmExecutor:
             peak=peak,
             bytes_in=bytes_in,
             error=error,
+            stopped_by=stopped_by,
         )
         logger.info(
-            "job_id=%s wasm run done: exit_code=%s fuel=%s wall_ms=%s error=%s",
+            "job_id=%s wasm run done: exit_code=%s fuel=%s wall_ms=%s stopped_by=%s error=%s",
             request.job_id,
             result.exit_code,
             result.fuel,
             result.wall_ms,
+            result.stopped_by,
             result.error,
         )
         return result
@@ -705,7 +897,15 @@ class WasmExecutor:
         peak: int | None,
         bytes_in: int,
         error: str | None,
+        stopped_by: StopReason | None = None,
     ) -> ExecutionResult:
+        bytes_out = _tree_size(request.outputs_dir)
+        if request.max_output_bytes is not None and bytes_out > request.max_output_bytes:
+            # Also when the run ended by itself (or by another limit) between
+            # two checks: the outputs are over the limit either way.
+            reason = _limit_reason(StopReason.OUTPUT, request)
+            error = reason if error is None or stopped_by is StopReason.OUTPUT else f"{reason}; {error}"
+            stopped_by = StopReason.OUTPUT
         return ExecutionResult(
             executor=self.kind,
             artifact_digest=digest,
@@ -716,8 +916,9 @@ class WasmExecutor:
             peak_memory=peak,
             wall_ms=round((time.perf_counter() - started) * 1000),
             bytes_in=bytes_in,
-            bytes_out=_tree_size(request.outputs_dir),
+            bytes_out=bytes_out,
             error=error,
+            stopped_by=stopped_by,
         )
 
     def _compiled(self, request: ExecutionRequest) -> _Compiled | _Rejected:
@@ -797,6 +998,32 @@ class WasmExecutor:
         except OSError as exc:
             logger.warning("cannot cache the compiled module in %s: %s", path.parent, exc)
 
+    def check(self, artifact: Path, artifact_cid: str) -> str | None:
+        """Why the module can never run, the same on every node; None when it compiles and links.
+
+        Compiles through the module cache under ``artifact_cid``, as ``run`` does, so a
+        module checked before bidding is not compiled again when it runs. Refused: not
+        Wasm, not a valid module, imports WASI preview1 does not provide, no ``_start``
+        (the messages ``run`` would give).
+
+        Raises:
+            ValueError: the module is over this node's ``max_module_bytes`` (another node may take it).
+            OSError: the file cannot be read.
+        """
+        size = artifact.stat().st_size
+        if size > self._max_module_bytes:
+            raise ValueError(f"the module is {size} bytes, over this node's limit of {self._max_module_bytes}")
+        probe = ExecutionRequest(
+            job_id=0, artifact=artifact, artifact_cid=artifact_cid, args=(), inputs_dir=artifact.parent,
+            outputs_dir=artifact.parent, seed=bytes(_SEED_BYTES), max_units=1, memory_limit=1, timeout=1.0,
+        )  # fmt: skip
+        compiled = self._compiled(probe)
+        if isinstance(compiled, _Rejected):
+            return compiled.reason
+        if not any(e.name == "_start" and isinstance(e.type, wasmtime.FuncType) for e in compiled.pre.module.exports):
+            return "the module is not a WASI command: it exports no _start function"
+        return None
+
 
 def _check_request(request: ExecutionRequest) -> None:
     if len(request.seed) != _SEED_BYTES:
@@ -828,24 +1055,37 @@ def _first_line(exc: BaseException) -> str:
     return lines[0]
 
 
+def _limit_reason(reason: StopReason, request: ExecutionRequest) -> str:
+    if reason is StopReason.OUTPUT:
+        return f"output limit: the program wrote more than max_output_bytes={request.max_output_bytes} under /outputs"
+    if reason is StopReason.TIMEOUT:
+        return f"timeout: the program ran longer than {request.timeout:g} s"
+    if reason is StopReason.FUEL:
+        return f"out of fuel: the program needs more than max_units={request.max_units}"
+    return f"memory limit: the program needs more than memory_limit={request.memory_limit} bytes"
+
+
 def _trap_reason(trap: wasmtime.Trap, request: ExecutionRequest) -> str:
     code = trap.trap_code
     if code == wasmtime.TrapCode.OUT_OF_FUEL:
-        return f"out of fuel: the program needs more than max_units={request.max_units}"
+        return _limit_reason(StopReason.FUEL, request)
     if code == wasmtime.TrapCode.INTERRUPT:
-        return f"timeout: the program ran longer than {request.timeout:g} s"
+        return _limit_reason(StopReason.TIMEOUT, request)
     message = trap.message.strip().splitlines()
     # wasmtime puts the backtrace first and the cause last.
     cause = message[-1].strip() if message else "unknown"
     return "trap: " + cause.removeprefix("wasm trap: ")
 
 
-def _instantiation_reason(exc: wasmtime.WasmtimeError, request: ExecutionRequest, *, started_module: bool) -> str:
+def _instantiation_reason(
+    exc: wasmtime.WasmtimeError, request: ExecutionRequest, *, started_module: bool
+) -> tuple[str, StopReason | None]:
     text = str(exc)
     if "memory minimum size" in text or "exceeds memory limits" in text:
-        return f"memory limit: the module needs more than memory_limit={request.memory_limit} bytes to start"
+        reason = f"memory limit: the module needs more than memory_limit={request.memory_limit} bytes to start"
+        return reason, StopReason.MEMORY
     where = "run" if started_module else "instantiation"
-    return f"{where} failed: {_first_line(exc)}"
+    return f"{where} failed: {_first_line(exc)}", None
 
 
 def _wasmtime_version() -> str:

@@ -183,6 +183,12 @@ def test_bad_input_gets_the_documented_exit_codes(devnet: Devnet, examples: dict
     assert result.exit_code == ExitCode.INVALID_SPEC and missing in result.stderr
     assert ok_json(cli(devnet, "job", "list", "--json"))["jobs"] == before
 
+    # A program no provider can run (the issue's `--module README.md`): 6, and nothing posted
+    result = cli(devnet, "job", "submit", "--module", str(ROOT / "README.md"))
+    assert result.exit_code == ExitCode.INVALID_SPEC and "not a Wasm module" in result.stderr
+    assert "--force" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert ok_json(cli(devnet, "job", "list", "--json"))["jobs"] == before
+
     # Terms the contract refuses: 4, naming the contract error
     result = cli(devnet, "job", "submit", "--module", str(examples["noop"]), "-k", "2", "-m", "3")
     assert result.exit_code == ExitCode.REVERTED and "BadReplication" in result.stderr
@@ -235,3 +241,31 @@ def test_keys_from_a_file_or_the_environment_are_never_printed(devnet: Devnet, t
     # And: anyone's balance can be read without a key
     data = ok_json(cli(devnet, "account", "balance", devnet_key(2).address, "--json"))
     assert data["address"] == devnet_key(2).address and data["balance"] > 0
+
+
+@pytest.mark.timeout(180)
+def test_a_forced_job_that_cannot_run_ends_in_one_failure_result_and_nobody_is_slashed(
+    devnet: Devnet, tmp_path: Path
+) -> None:
+    """Issue 9 on a devnet: the README posted as a module, k=3 m=2, forced past the client's checks.
+
+    The daemons' pre-bid check says every replica will fail the same way; they bid, commit the same
+    failure result, and are paid the job's floor. Before, each missed its commit and was slashed.
+    """
+    # When: it is forced onto the market with a floor of 1000 units
+    submitted = cli(
+        devnet, "job", "submit", "--module", str(ROOT / "README.md"), "--force", "--min-units", "1000",
+        "-k", "3", "-m", "2", "--challenge-window", "0", "--timeout", "120", "--out", str(tmp_path / "out"), "--json",
+    )  # fmt: skip
+
+    # Then: it settles on a failure result, which the command reports with exit 1 after its one document
+    assert submitted.exit_code == ExitCode.FAILURE, submitted.output
+    data = json.loads(submitted.stdout)
+    assert data["status"] == "finalized" and data["failure"] == "artifact_invalid"
+    assert data["error"].startswith("the artifact is not a Wasm module")
+    assert data["slashed"] == 0 and data["providers"] == 3
+    assert f"job {data['job_id']} could not run: artifact_invalid" in submitted.stderr
+    receipt = ok_json(cli(devnet, "job", "receipt", str(data["job_id"]), "--json"))
+    assert receipt["consensus"]["reason"] == "artifact_invalid"
+    assert {p["units"] for p in receipt["providers"]} == {1000}
+    assert all(p["checks"] for p in receipt["providers"])

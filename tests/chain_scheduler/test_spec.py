@@ -19,6 +19,7 @@ from chain_scheduler import (
     SafetyClass,
     load_spec,
 )
+from chain_scheduler._spec import WASM_FUEL_PER_SECOND
 from chain_scheduler.errors import SpecError
 from storage import ContentStore, open_store
 
@@ -76,7 +77,7 @@ def test_defaults_are_written_out_in_canonical_form() -> None:
         "inputs": [],
         "args": [],
         "env": {},
-        "limits": {"memory_mb": 256, "timeout_s": 60, "cpus": 1.0},
+        "limits": {"memory_mb": 256, "timeout_s": 30, "cpus": 1.0, "output_mb": 256},
         "network": False,
         "description": "",
     }
@@ -92,7 +93,7 @@ def test_equal_specs_written_differently_get_one_cid(store: ContentStore) -> Non
     shuffled["inputs"][0]["cid"] = DIR_V0
     reordered = json.dumps(dict(reversed(list(shuffled.items()))), indent=2).encode()
     minimal = {"version": 1, "executor": "wasm", "artifact": MODULE}
-    explicit = {**minimal, "limits": {"memory_mb": 256, "timeout_s": 60, "cpus": 1}, "network": False, "args": []}
+    explicit = {**minimal, "limits": {"memory_mb": 256, "timeout_s": 30, "cpus": 1}, "network": False, "args": []}
 
     # When each is parsed and stored in canonical form
     cids = {
@@ -292,3 +293,72 @@ def test_check_terms() -> None:
         spec.check_terms(JobTerms.create(**docker, safety=SafetyClass.DESTRUCTIVE))  # type: ignore[arg-type]
     with pytest.raises(SpecError, match="executor is 'docker' but the job's terms say 'wasm'"):
         spec.check_terms(JobTerms.create(client=CLIENT, spec_cid="x", max_price=1, max_units=1, collateral=1))
+
+
+def test_the_fuel_limit_is_the_time_limit_in_fuel_capped_by_max_units() -> None:
+    wasm = JobSpec(version=1, executor="wasm", artifact=MODULE, limits=Limits(timeout_s=4))
+    docker = JobSpec(version=1, executor="docker", artifact=MODULE, limits=Limits(timeout_s=4))
+
+    def terms(max_units: int) -> JobTerms:
+        return JobTerms.create(client=CLIENT, spec_cid="x", max_price=1, max_units=max_units, collateral=1)
+
+    assert Limits.FUEL_PER_SECOND == WASM_FUEL_PER_SECOND == 500_000_000
+    assert wasm.unit_limit(terms(10**12)) == 4 * WASM_FUEL_PER_SECOND  # the time limit binds
+    assert wasm.unit_limit(terms(10**6)) == 10**6  # max_units binds
+    assert docker.unit_limit(terms(10**12)) == 10**12  # Docker: CPU ms, its time limit is the clock
+
+
+@pytest.mark.parametrize(
+    ("executor", "timeout_s", "max_units", "exec_timeout", "message"),
+    [
+        # the issue's job: a 30 s limit in a 10 s commit window
+        (
+            "docker",
+            30,
+            10**6,
+            10,
+            r"limits.timeout_s=30 s may take at most half of exec_timeout=10 s. "
+            r"Lower limits.timeout_s to 5 or raise exec_timeout to 60\.$",
+        ),
+        ("docker", 6, 10**6, 10, r"Lower limits.timeout_s to 5"),
+        (
+            "wasm",
+            30,
+            10**12,
+            10,
+            r"a wasm run may burn 15,000,000,000 fuel .* more than half of exec_timeout=10 s "
+            r".* to 2,500,000,000 fuel at most, or raise exec_timeout to 60\.$",
+        ),
+        ("wasm", 30, 2_500_000_001, 10, r"may burn 2,500,000,001 fuel"),
+    ],
+    ids=["docker-issue", "docker-just-over", "wasm-time-binds", "wasm-units-bind"],
+)
+def test_limits_that_do_not_fit_half_the_commit_window_are_refused(
+    executor: str, timeout_s: int, max_units: int, exec_timeout: int, message: str
+) -> None:
+    spec = JobSpec(version=1, executor=executor, artifact=MODULE, limits=Limits(timeout_s=timeout_s))  # type: ignore[arg-type]
+    kind = Executor.WASM if executor == "wasm" else Executor.DOCKER
+
+    def terms(**overrides: int) -> JobTerms:
+        fields: dict[str, Any] = dict(max_units=max_units, exec_timeout=exec_timeout) | overrides
+        return JobTerms.create(client=CLIENT, spec_cid="x", executor=kind, max_price=1, collateral=1, **fields)
+
+    with pytest.raises(SpecError, match=message):
+        spec.check_terms(terms())
+    # What the message proposes fits
+    spec.check_terms(terms(exec_timeout=2 * timeout_s if executor == "docker" else 60))
+    fitting = spec.model_copy(update={"limits": Limits(timeout_s=5)})
+    fitting.check_terms(terms())
+    if executor == "wasm":
+        spec.check_terms(terms(max_units=2_500_000_000))  # exactly half the window on the reference machine
+
+
+def test_output_limit_is_bounded_and_in_bytes() -> None:
+    assert Limits().output_mb == 256 and Limits(output_mb=1).output_bytes == 1 << 20
+    for bad in (0, 4097):
+        with pytest.raises(SpecError, match=r"limits\.output_mb"):
+            JobSpec.from_bytes(
+                json.dumps(
+                    {"version": 1, "executor": "wasm", "artifact": MODULE, "limits": {"output_mb": bad}}
+                ).encode()
+            )

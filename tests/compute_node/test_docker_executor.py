@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import docker
 import pytest
 
-from compute_node.executors._base import ExecutionRequest, ExecutionResult, Executor
+from compute_node.executors._base import ExecutionRequest, ExecutionResult, Executor, StopReason
 from compute_node.executors._docker import (
     DockerEngineUnavailableError,
     DockerExecutor,
@@ -41,6 +41,7 @@ pytest_plugins = ["conftest_docker"]
 
 RequestFactory = Callable[..., ExecutionRequest]
 WORDS = {"a.txt": b"one two three\nfour\n", "sub/b.txt": b"five six\n"}
+MiB = 1024 * 1024
 
 
 @pytest.fixture
@@ -349,6 +350,7 @@ def test_killed_at_timeout_and_removed(
     result, _, _ = run(docker_executor, docker_request("sleep", "30", timeout=1.0))
     assert result.error is not None
     assert "timed out after 1 s" in result.error
+    assert result.stopped_by is StopReason.TIMEOUT
     assert result.exit_code == 137  # SIGKILL
     assert result.wall_ms < 30_000
     assert result.usage >= 1
@@ -359,6 +361,7 @@ def test_cpu_budget_kills_the_job(docker_executor: DockerExecutor, docker_reques
     result, _, _ = run(docker_executor, docker_request("sh", "-c", "while :; do :; done", max_units=200))
     assert result.error is not None
     assert "limit of 200 CPU ms" in result.error
+    assert result.stopped_by is StopReason.FUEL  # the units budget: CPU ms for Docker
     assert result.exit_code == 137
     assert result.usage == 200
     assert result.cpu_ms is not None
@@ -371,9 +374,73 @@ def test_memory_limit_is_enforced(docker_executor: DockerExecutor, docker_reques
     result, stdout, _ = run(docker_executor, request)
     assert result.error is not None
     assert "out of memory" in result.error
+    assert result.stopped_by is StopReason.MEMORY
     assert stdout == "0\n"
     assert result.peak_memory is not None
     assert result.peak_memory > 16 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        "head -c 2000000000 /dev/zero > /outputs/big",
+        "head -c 2000000000 /dev/zero",
+        "i=0; while :; do i=$((i+1)); head -c 100000 /dev/zero > /outputs/part-$i; done",
+    ],
+    ids=["file", "stdout", "many-files"],
+)
+def test_output_limit_kills_a_job_writing_without_end(
+    docker_executor: DockerExecutor, docker_request: RequestFactory, script: str
+) -> None:
+    # Given a job that would write 2 GB (or files without end) and a limit of 1 MiB
+    request = docker_request("sh", "-c", script, max_output_bytes=MiB, timeout=30.0)
+
+    # When it runs
+    result = docker_executor.run(request)
+
+    # Then it is killed early, with what it left on disk close to the limit
+    assert result.stopped_by is StopReason.OUTPUT
+    assert result.error is not None
+    assert "wrote more than max_output_bytes=1048576 under /outputs" in result.error
+    assert result.exit_code == 137
+    on_disk = sum(p.stat().st_size for p in request.outputs_dir.rglob("*") if p.is_file())
+    assert result.bytes_out == on_disk
+    # stdout and stderr stop at the limit; files are checked every 5 ms near it
+    assert (request.outputs_dir / "stdout").stat().st_size <= MiB
+    assert on_disk < MiB + 64 * MiB
+
+
+@pytest.mark.parametrize(
+    ("script", "limit", "stopped_by", "exit_codes", "stdout_bytes"),
+    [
+        ("head -c 3000 /dev/zero > /outputs/x", 1000, StopReason.OUTPUT, {0}, 0),
+        # The copy of stdout stops at the limit and wakes the supervisor, which
+        # kills the job unless it has ended already: either way it is OUTPUT.
+        ("head -c 3000 /dev/zero", 1000, StopReason.OUTPUT, {0, 137}, 1000),
+        ("head -c 3000 /dev/zero > /outputs/x; head -c 3000 /dev/zero", 10_000, None, {0}, 3000),
+    ],
+    ids=["file-over", "stdout-over", "under"],
+)
+def test_job_that_ends_over_the_output_limit_is_an_output_stop(
+    make_docker_executor: Callable[..., DockerExecutor],
+    docker_request: RequestFactory,
+    script: str,
+    limit: int,
+    stopped_by: StopReason | None,
+    exit_codes: set[int],
+    stdout_bytes: int,
+) -> None:
+    # An executor that does not measure /outputs while the job runs: only the end counts
+    executor = make_docker_executor(poll_interval=60.0, output_poll_interval=60.0)
+    request = docker_request("sh", "-c", script, max_output_bytes=limit)
+
+    result = executor.run(request)
+
+    assert result.exit_code in exit_codes
+    assert result.stopped_by is stopped_by
+    assert (result.error is not None) == (stopped_by is not None)
+    assert result.bytes_out <= 6000
+    assert (request.outputs_dir / "stdout").stat().st_size == stdout_bytes
 
 
 def test_pids_limit_is_enforced(docker_executor: DockerExecutor, docker_request: RequestFactory) -> None:

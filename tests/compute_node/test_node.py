@@ -618,7 +618,7 @@ def test_a_job_the_node_cannot_run_is_declined_before_bidding_and_the_node_carri
     finalize_after_challenge_window(chain, good_job, daemons)
     assert not chain.events(bad_job, "SlotAssigned")
     assert chain.market.job(bad_job).status == JobStatus.OPEN
-    assert f"job_id={bad_job} declined: artifact {ghost} is not in the content store" in daemons[0].log()
+    assert f"job_id={bad_job} declined: the artifact {ghost} is not in the content store" in daemons[0].log()
     assert chain.market.provider(daemons[0].address).slashed == 0
 
 

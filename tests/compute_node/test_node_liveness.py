@@ -7,8 +7,10 @@ decline a k>1 job that fewer registered providers than k could ever fill).
 
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,3 +160,58 @@ def test_a_job_put_off_while_busy_is_taken_after_a_kill_9(
              timeout=60, daemons=daemons)  # fmt: skip
     assert [e.args["provider"] for e in chain.events(later, "ProviderPaid")] == [node.address]
     assert [e.args["provider"] for e in chain.events(held, "BidWithdrawn")] == [node.address]
+
+
+def test_a_mixed_load_with_unfillable_jobs_never_stalls(
+    chain: Chain, daemons: list[Daemon], wasm_examples: dict[str, Path]
+) -> None:
+    # Given three daemons of capacity 2 (every registered provider runs)
+    daemons += [Tuned(chain=chain, index=i, name=f"load{i}", capacity=2, fill_wait=5.0).start() for i in (2, 3, 4)]
+    rng = random.Random(9)
+
+    # When two k=4 jobs that can never fill and 60 mixed k=1 and k=3 jobs are posted
+    started = time.monotonic()
+    unfillable = [post_wordcount_job(chain, wasm_examples, k=4, m=3, fill_timeout=600)[0] for _ in range(2)]
+    fillable = []
+    for _ in range(60):
+        k = rng.choice([1, 1, 3])
+        fillable.append(post_wordcount_job(chain, wasm_examples, k=k, m=k // 2 + 1, challenge_window=0)[0])
+
+    # Then every fillable job finalizes long before the unfillable ones' fill timeout
+    wait_for("every fillable job to finalize",
+             lambda: all(status(chain, j) == JobStatus.FINALIZED for j in fillable), timeout=100,
+             daemons=daemons)  # fmt: skip
+    drained = time.monotonic() - started
+    print(f"load: {len(fillable)}/{len(fillable)} fillable jobs finalized in {drained:.1f}s")
+    assert all(status(chain, j) == JobStatus.OPEN for j in unfillable)
+    # And no honest provider was slashed
+    assert not [e for j in fillable for e in chain.events(j, "SlotSlashed")]
+
+
+def test_kill_9_of_every_daemon_at_random_moments_loses_no_job(
+    chain: Chain, daemons: list[Daemon], wasm_examples: dict[str, Path]
+) -> None:
+    # Given three daemons
+    daemons += [Tuned(chain=chain, index=i, name=f"crash{i}", capacity=2, fill_wait=5.0).start() for i in (2, 3, 4)]
+    rng = random.Random(17)
+
+    # When 30 mixed jobs are posted while daemons are killed with SIGKILL at random and restarted
+    jobs = []
+    kills = 0
+    for n in range(30):
+        k = rng.choice([1, 3])
+        jobs.append(post_wordcount_job(chain, wasm_examples, k=k, m=k // 2 + 1, challenge_window=0)[0])
+        if n % 2 == 0:
+            victim = rng.choice(daemons)
+            time.sleep(rng.uniform(0.0, 0.4))
+            victim.kill()
+            kills += 1
+            time.sleep(rng.uniform(0.0, 0.5))
+            victim.start()
+
+    # Then every job finalizes
+    deadline = time.monotonic() + 100
+    while time.monotonic() < deadline and any(status(chain, j) != JobStatus.FINALIZED for j in jobs):
+        time.sleep(0.5)
+    unfinished = {j: chain.market.job(j) for j in jobs if status(chain, j) != JobStatus.FINALIZED}
+    assert not unfinished, f"after {kills} kills, not finalized: {unfinished}"

@@ -17,11 +17,13 @@ from pathlib import Path
 import pytest
 import wasmtime
 
-from compute_node.executors._base import ExecutionRequest, ExecutionResult, Executor
+from compute_node.executors import _wasm as wasm_module
+from compute_node.executors._base import ExecutionRequest, ExecutionResult, Executor, StopReason
 from compute_node.executors._wasm import WasmExecutor
 
 RequestFactory = Callable[..., ExecutionRequest]
 TEST_SEED = bytes(range(32))
+MiB = 1024 * 1024
 
 WASI = "wasi_snapshot_preview1"
 INPUTS_FD = 3  # preopened first
@@ -159,6 +161,7 @@ def test_running_out_of_fuel_is_reported_and_charged_in_full(
     assert result.error is not None and result.error.startswith("out of fuel")
     assert result.usage == result.fuel == 200_000
     assert result.exit_code == -1
+    assert result.stopped_by is StopReason.FUEL
 
 
 GROW_WAT = f"""
@@ -171,6 +174,16 @@ GROW_WAT = f"""
 """
 
 
+GROW_THEN_TRAP_WAT = """
+(module
+  (memory (export "memory") 1)
+  (func (export "_start")
+    ;; grow a page at a time until refused, then trap like a failed malloc's abort()
+    (loop $grow (br_if $grow (i32.ne (memory.grow (i32.const 1)) (i32.const -1))))
+    unreachable))
+"""
+
+
 def test_memory_limit_is_enforced(wasm_executor: WasmExecutor, make_request: RequestFactory, tmp_path: Path) -> None:
     module = wat_module(tmp_path, "grow", GROW_WAT)
 
@@ -178,9 +191,23 @@ def test_memory_limit_is_enforced(wasm_executor: WasmExecutor, make_request: Req
     large = wasm_executor.run(make_request(module, memory_limit=4 * 1024 * 1024))
     too_small = wasm_executor.run(make_request(module, memory_limit=1000))
 
-    assert (small.error, small.exit_code, small.peak_memory) == (None, 1, 65536)
-    assert (large.error, large.exit_code, large.peak_memory) == (None, 0, 33 * 65536)
+    # A program that handles the refused growth and exits was not stopped by the sandbox.
+    assert (small.error, small.exit_code, small.peak_memory, small.stopped_by) == (None, 1, 65536, None)
+    assert (large.error, large.exit_code, large.peak_memory, large.stopped_by) == (None, 0, 33 * 65536, None)
     assert too_small.error is not None and too_small.error.startswith("memory limit")
+    assert too_small.stopped_by is StopReason.MEMORY
+
+
+def test_trap_at_the_memory_limit_is_a_memory_stop(
+    wasm_executor: WasmExecutor, make_request: RequestFactory, tmp_path: Path
+) -> None:
+    module = wat_module(tmp_path, "grow-then-trap", GROW_THEN_TRAP_WAT)
+
+    result = wasm_executor.run(make_request(module, memory_limit=1024 * 1024))
+
+    assert result.stopped_by is StopReason.MEMORY
+    assert result.error is not None and "memory limit of 1048576 bytes reached" in result.error
+    assert result.peak_memory == 1024 * 1024
 
 
 LOOP_WAT = """
@@ -202,7 +229,207 @@ def test_timeout_stops_an_infinite_loop(
     result = wasm_executor.run(request)
 
     assert result.error is not None and result.error.startswith("timeout")
+    assert result.stopped_by is StopReason.TIMEOUT
     assert result.wall_ms < 10_000  # stopped, not left to burn 2**62 fuel
+
+
+STAT_THEN_SPIN_WAT = f"""
+(module
+  (import "{WASI}" "fd_filestat_get" (func $fstat (param i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "_start")
+    (drop (call $fstat (i32.const 1) (i32.const 64)))  ;; through the WASI shim
+    (loop $spin (br $spin))))
+"""
+
+
+def test_fuel_after_a_timeout_is_the_fuel_of_the_last_call(
+    wasm_executor: WasmExecutor, make_request: RequestFactory, tmp_path: Path
+) -> None:
+    # wasmtime writes the guest's fuel counter back to the store only at calls,
+    # returns and the out-of-fuel check, not when the clock interrupts it: a
+    # loop that calls nothing is not counted, however long it spins. The shim
+    # behind fd_filestat_get leaves the written-back figure exactly as it was.
+    module = wat_module(tmp_path, "stat-then-spin", STAT_THEN_SPIN_WAT)
+
+    short = wasm_executor.run(make_request(module, timeout=0.05, max_units=2**62))
+    long = wasm_executor.run(make_request(module, timeout=0.3, max_units=2**62))
+
+    assert short.stopped_by is long.stopped_by is StopReason.TIMEOUT
+    assert short.fuel == long.fuel
+    assert short.fuel is not None and 0 < short.fuel < 10
+
+
+def stat_calls_wat(padding: int) -> str:
+    """``padding`` fuel, then 3,500 calls through the WASI shim 3 fuel apart (two constants and the call)."""
+    return f"""
+(module
+  (import "{WASI}" "fd_filestat_get" (func $fstat (param i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "_start")
+    {"(drop (i32.const 0))" * padding}
+    {"(drop (call $fstat (i32.const 1) (i32.const 64)))" * 3500}))
+"""
+
+
+@pytest.mark.parametrize("padding", [0, 1, 2])
+def test_shim_calls_work_with_the_largest_fuel_budget(
+    wasm_executor: WasmExecutor, make_request: RequestFactory, tmp_path: Path, padding: int
+) -> None:
+    # The shim is lent 10,000 fuel on top of what the guest has left. With a
+    # budget of 2**64 - 1 that sum wrapped around the store's u64 counter to
+    # 9,999 less what the guest had burnt: the call made with 9,999 burnt (one
+    # of the three paddings makes one) gave the shim no fuel at all.
+    module = wat_module(tmp_path, f"stat-calls-{padding}", stat_calls_wat(padding))
+
+    result = wasm_executor.run(make_request(module, max_units=2**64 - 1))
+    usual = wasm_executor.run(make_request(module, max_units=10**9))
+
+    assert (result.error, result.exit_code, result.stopped_by) == (None, 0, None)
+    assert result.fuel == usual.fuel
+
+
+def writer_wat(target: str, chunk: int) -> str:
+    """A module writing ``chunk`` zero bytes at a time, forever, to stdout or /outputs/flood."""
+    if target == "stdout":
+        open_fd = "(i32.store (i32.const 16) (i32.const 1))"
+    else:
+        open_fd = f"""(if (call $open (i32.const {OUTPUTS_FD}) (i32.const 0) (i32.const 32) (i32.const 5)
+          (i32.const {O_CREAT}) (i64.const {RIGHT_FD_WRITE}) (i64.const 0) (i32.const 0) (i32.const 16))
+      (then unreachable))"""
+    return f"""
+(module
+  (import "{WASI}" "path_open"
+    (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+  (import "{WASI}" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") {chunk // 65536 + 2})
+  (data (i32.const 32) "flood")
+  (func (export "_start")
+    {open_fd}
+    (i32.store (i32.const 0) (i32.const 65536))  ;; iovec: the zeros from 64 KiB on
+    (i32.store (i32.const 4) (i32.const {chunk}))
+    (loop $forever
+      (drop (call $write (i32.load (i32.const 16)) (i32.const 0) (i32.const 1) (i32.const 8)))
+      (br $forever))))
+"""
+
+
+@pytest.mark.parametrize("target", ["stdout", "file"])
+def test_output_limit_stops_a_program_that_writes_without_end(
+    wasm_executor: WasmExecutor, make_request: RequestFactory, tmp_path: Path, target: str
+) -> None:
+    module = wat_module(tmp_path, f"flood-{target}", writer_wat(target, chunk=64 * 1024))
+    request = make_request(module, max_output_bytes=MiB, max_units=2**62)
+
+    result = wasm_executor.run(request)
+
+    assert result.stopped_by is StopReason.OUTPUT
+    assert result.error == "output limit: the program wrote more than max_output_bytes=1048576 under /outputs"
+    assert result.exit_code == -1
+    on_disk = sum(len(data) for data in outputs(request.outputs_dir).values())
+    assert result.bytes_out == on_disk
+    # Checked once per 10 ms tick: past the limit by what it wrote since the last check.
+    assert MiB < on_disk < MiB + 64 * MiB
+
+
+@pytest.mark.parametrize(("limit", "stopped_by"), [(1000, StopReason.OUTPUT), (5000, None)])
+def test_run_that_ends_with_outputs_over_the_limit_is_an_output_stop(
+    wasm_executor: WasmExecutor,
+    make_request: RequestFactory,
+    tmp_path: Path,
+    limit: int,
+    stopped_by: StopReason | None,
+) -> None:
+    # writes 2000 bytes in one call and returns: over a limit of 1000, under 5000
+    wat = f"""
+(module
+  (import "{WASI}" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 64))
+    (i32.store (i32.const 4) (i32.const 2000))
+    (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))
+"""
+    request = make_request(wat_module(tmp_path, "write-2000", wat), max_output_bytes=limit)
+
+    result = wasm_executor.run(request)
+
+    assert result.exit_code == 0
+    assert result.bytes_out == 2000
+    assert result.stopped_by is stopped_by
+    assert (result.error is not None) == (stopped_by is not None)
+
+
+PRINT_FOREVER_WAT = f"""
+(module
+  (import "{WASI}" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "_start") (local $n i64) (local $v i64) (local $p i32)
+    (i32.store8 (i32.const 100) (i32.const 10))
+    (loop $line
+      ;; the decimal digits of $n end at 99, then the newline at 100
+      (local.set $p (i32.const 100))
+      (local.set $v (local.get $n))
+      (loop $digit
+        (local.set $p (i32.sub (local.get $p) (i32.const 1)))
+        (i64.store8 (local.get $p) (i64.add (i64.const 48) (i64.rem_u (local.get $v) (i64.const 10))))
+        (local.set $v (i64.div_u (local.get $v) (i64.const 10)))
+        (br_if $digit (i64.ne (local.get $v) (i64.const 0))))
+      (i32.store (i32.const 0) (local.get $p))
+      (i32.store (i32.const 4) (i32.sub (i32.const 101) (local.get $p)))
+      (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+      (local.set $n (i64.add (local.get $n) (i64.const 1)))
+      (br $line))))
+"""
+
+
+def test_printing_forever_stopped_by_fuel_is_deterministic(
+    wasm_executor: WasmExecutor, make_request: RequestFactory, tmp_path: Path
+) -> None:
+    # Given a module that prints a counter forever, and an output limit it stays
+    # under (so the output checks interrupt it all along, at moments that differ)
+    module = wat_module(tmp_path, "print-forever", PRINT_FOREVER_WAT)
+
+    def run(executor: WasmExecutor) -> tuple[dict[str, bytes], ExecutionResult]:
+        request = make_request(module, max_units=3_000_000, max_output_bytes=10 * MiB)
+        result = executor.run(request)
+        return outputs(request.outputs_dir), result
+
+    # When it runs twice, and once more with checks ten times as frequent
+    first, first_result = run(wasm_executor)
+    again, again_result = run(wasm_executor)
+    with WasmExecutor(tick_seconds=0.001) as fast_ticks:
+        third, third_result = run(fast_ticks)
+
+    # Then every run stops at the same instruction with the same bytes written
+    for result in (first_result, again_result, third_result):
+        assert (result.stopped_by, result.fuel, result.exit_code) == (StopReason.FUEL, 3_000_000, -1)
+    assert first == again == third
+    lines = first["stdout"].decode().splitlines()
+    assert len(lines) > 10_000
+    assert lines == [str(n) for n in range(len(lines))]
+
+
+def test_an_exception_in_the_output_check_is_raised_by_run(
+    wasm_executor: WasmExecutor, make_request: RequestFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a run whose output check fails (it runs inside wasmtime's callback,
+    # which must not swallow the exception)
+    module = wat_module(tmp_path, "loop", LOOP_WAT)
+    request = make_request(module, timeout=2.0, max_units=2**62, max_output_bytes=MiB)
+    real_tree_size = wasm_module._tree_size
+
+    def failing_tree_size(root: Path) -> int:
+        if root == request.outputs_dir:
+            raise OSError("the outputs disk went away")
+        return real_tree_size(root)
+
+    monkeypatch.setattr(wasm_module, "_tree_size", failing_tree_size)
+
+    # When it runs, then the error comes out of run() (ctypes would have printed
+    # and dropped it, and the run gone on to its timeout)
+    with pytest.raises(OSError, match="the outputs disk went away"):
+        wasm_executor.run(request)
 
 
 # -- the sandbox's file system ------------------------------------------------------

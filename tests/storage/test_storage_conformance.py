@@ -18,11 +18,13 @@ from storage import (
     ContentTooLarge,
     DestinationExists,
     InvalidCid,
+    MalformedDag,
     NotAFile,
     UnsafePath,
     parse_cid,
 )
-from storage._cid import Cid
+from storage._cid import RAW, Cid
+from storage._unixfs import PBLink, encode_directory
 
 UNKNOWN = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyka"  # valid, never stored
 EMPTY_DIR = "bafybeiczsscdsbs7ffqz55asqdf3smv6klcw3gofszvwlyarci47bgf354"
@@ -189,25 +191,123 @@ class TestContentStore:
         [
             ({"..": "file"}, "parent"),
             ({".": "file"}, "itself"),
+            ({"": "file"}, "empty"),
             ({"/etc/cron.d/evil": "file"}, "absolute path"),
             ({"a/../../x": "file"}, "path separator"),
             ({"link": "symlink:../../outside"}, "outside"),
             ({"link": "symlink:/etc/passwd"}, "absolute path"),
             ({"sub": {"up": "symlink:.."}, "esc": "symlink:sub/up/../outside"}, "outside"),
+            # out and back in: the kernel would leave the tree, whatever it is called once unpacked
+            ({"a": "file", "back": "symlink:../out/a"}, "outside"),
+            ({"missing": {"x": "file"}, "up": "symlink:nowhere/../../x"}, "outside"),
+            ({"a": "symlink:b", "b": "symlink:a"}, "loop"),
+        ],
+        ids=[
+            "dotdot",
+            "dot",
+            "empty",
+            "absolute",
+            "separator",
+            "up-up",
+            "link-absolute",
+            "link-chain",
+            "out-and-back",
+            "dangling-up",
+            "loop",
         ],
     )
-    def test_fetch_refuses_entries_escaping_the_destination(
+    def test_fetch_and_inspect_refuse_entries_escaping_the_destination(
         self, store: ContentStore, tmp_path: Path, entries: dict[str, Any], reason: str
     ) -> None:
         dag = DagBuilder()
         root = _build(dag, entries)
         assert store.import_car(dag.car(root), pin=False) == [root.text()]
+        # The dry run refuses it, with the same error, and writes nothing
+        with pytest.raises(UnsafePath, match=reason) as inspected:
+            store.inspect(root.text())
         dest = tmp_path / "dest" / "out"
-        with pytest.raises(UnsafePath, match=reason):
+        with pytest.raises(UnsafePath, match=reason) as fetched:
             store.fetch(root.text(), dest)
+        assert str(inspected.value) == str(fetched.value)
         assert not dest.exists()
         assert os.listdir(tmp_path / "dest") == []  # the partial tree was removed
         assert not (tmp_path / "outside").exists()
+
+    def test_a_name_listed_twice_is_refused_by_fetch_and_inspect(self, store: ContentStore, tmp_path: Path) -> None:
+        dag = DagBuilder()
+        first, second = dag.file(b"first"), dag.file(b"second")
+        links = [PBLink(first, b"twice", 5), PBLink(second, b"twice", 6)]
+        root = dag.add(0x70, encode_directory(links))
+        store.import_car(dag.car(root), pin=False)
+        with pytest.raises(MalformedDag, match="'twice' twice") as inspected:
+            store.inspect(root.text())
+        with pytest.raises(MalformedDag, match="'twice' twice") as fetched:
+            store.fetch(root.text(), tmp_path / "out")
+        assert str(inspected.value) == str(fetched.value)
+        assert not (tmp_path / "out").exists()
+
+    def test_inspect_accepts_links_that_stay_inside_and_gives_the_size(
+        self, store: ContentStore, tmp_path: Path
+    ) -> None:
+        dag = DagBuilder()
+        entries = {
+            "a.txt": "file",  # 4 bytes
+            "d": {"f": "12345678"},
+            "sub": {"link": "symlink:../a.txt", "loop-free": "symlink:../d/../d/f"},
+            "l": "symlink:d",
+            "m": "symlink:l/f",
+            "through-a-file": "symlink:a.txt/../../../x",  # the kernel stops at the file: harmless
+        }
+        root = _build(dag, entries)
+        store.import_car(dag.car(root), pin=False)
+        assert store.inspect(root.text()) == 4 + 8
+        store.fetch(root.text(), tmp_path / "out")
+        assert (tmp_path / "out" / "m").read_bytes() == b"12345678"
+
+    def test_inspect_reads_no_chunk_and_agrees_with_fetch_on_sizes(
+        self, store: ContentStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        source = tmp_path / "src"
+        (source / "sub").mkdir(parents=True)
+        (source / "big.bin").write_bytes(stream(3 * CHUNK_SIZE + 5))
+        (source / "sub" / "small.txt").write_bytes(b"small")
+        cid = store.put_directory(source)
+        small = Cid.parse(store.put_bytes(b"small"))  # a one-block file: its root is its only chunk
+        size = 3 * CHUNK_SIZE + 5 + 5
+        read: list[Cid] = []
+        original = store.get_block  # type: ignore[attr-defined]
+
+        def spy(block_cid: Cid) -> bytes:
+            read.append(block_cid)
+            block: bytes = original(block_cid)
+            return block
+
+        monkeypatch.setattr(store, "get_block", spy)
+        assert store.inspect(cid) == size
+        assert store.inspect(cid, max_size=size) == size
+        assert [c for c in read if c.codec == RAW and c != small] == []  # not one chunk of big.bin
+        with pytest.raises(ContentTooLarge) as caught:
+            store.inspect(cid, max_size=size - 1)
+        assert (caught.value.size, caught.value.limit) == (size, size - 1)
+        with pytest.raises(ContentTooLarge):
+            store.fetch(cid, tmp_path / "out", max_size=size - 1)
+        single = store.put_bytes(b"0123456789")
+        assert store.inspect(single) == 10
+        with pytest.raises(ContentTooLarge):
+            store.inspect(single, max_size=9)
+        assert not (tmp_path / "out").exists()
+
+    @pytest.mark.timeout(60)
+    def test_inspect_an_unknown_cid_or_a_symlink(self, store: ContentStore) -> None:
+        with pytest.raises(ContentNotFound):
+            store.inspect(UNKNOWN)
+        with pytest.raises(InvalidCid):
+            store.inspect("bafy")
+        dag = DagBuilder()
+        link = dag.symlink("a")
+        store.import_car(dag.car(link), pin=False)
+        with pytest.raises(NotAFile):
+            store.inspect(link.text())
 
     def test_fetch_keeps_symlinks_inside_the_destination(self, store: ContentStore, tmp_path: Path) -> None:
         dag = DagBuilder()
