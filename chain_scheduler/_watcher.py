@@ -222,6 +222,9 @@ class EventWatcher:
         max_range: Most blocks per ``eth_getLogs`` call. Halved, and kept lower,
             whenever the node answers that a range is too large.
         names: Only these events (None: every event of the contract).
+        rewind_depth: Blocks below the head read again when the cursor is found ahead of
+            the chain: a chain restored from older state may have mined new blocks at
+            heights the cursor had passed before the watcher looked.
     """
 
     def __init__(
@@ -233,9 +236,10 @@ class EventWatcher:
         confirmations: int = 0,
         max_range: int = 2000,
         names: Sequence[str] | None = None,
+        rewind_depth: int = 256,
     ) -> None:
-        if start_block < 0 or confirmations < 0:
-            raise ValueError("start_block and confirmations must be >= 0")
+        if start_block < 0 or confirmations < 0 or rewind_depth < 0:
+            raise ValueError("start_block, confirmations and rewind_depth must be >= 0")
         if max_range < 1:
             raise ValueError(f"max_range must be >= 1, got {max_range}")
         self.market = market
@@ -244,6 +248,7 @@ class EventWatcher:
         self.confirmations = confirmations
         self.max_range = max_range
         self.names = tuple(names) if names else None
+        self.rewind_depth = rewind_depth
 
     def next_block(self) -> int:
         """The first block the next poll reads."""
@@ -269,14 +274,15 @@ class EventWatcher:
         if head is None:
             head = self._call(lambda: int(self.market.w3.eth.block_number))
         head -= self.confirmations
+        rewound = None
         if first > head:
             last = self.cursor.load()
-            rewound = None
             if last is not None and last > head + self.confirmations:
-                # The chain lost blocks we handled (restored from older state, or reset). Its
-                # blocks up to the head are the truth: read on from there, and tell the caller.
+                # The chain lost blocks we handled (restored from older state, or reset), and
+                # may have mined new ones at heights we had passed: read the last
+                # rewind_depth blocks again, and tell the caller.
                 rewound = last
-                self.cursor.save(max(head, self.start_block - 1))
+                self.cursor.save(max(head - self.rewind_depth, self.start_block - 1, -1))
                 first = self.next_block()
                 logger.warning(
                     "event cursor at block %d is ahead of the chain head %d: the chain lost blocks "
@@ -285,9 +291,10 @@ class EventWatcher:
                     head + self.confirmations,
                     first,
                 )
-            return EventBatch(
-                watcher=self, events=[], from_block=first, to_block=first - 1, head=head, rewound_from=rewound
-            )
+            if rewound is None or first > head:
+                return EventBatch(
+                    watcher=self, events=[], from_block=first, to_block=first - 1, head=head, rewound_from=rewound
+                )
         while True:
             last = min(first + self.max_range - 1, head)
             try:
@@ -311,7 +318,17 @@ class EventWatcher:
                 continue
             events.sort(key=lambda e: (e.block_number, e.log_index))
             logger.debug("read blocks %d..%d: %d events (head %d)", first, last, len(events), head)
-            return EventBatch(watcher=self, events=events, from_block=first, to_block=last, head=head)
+            return EventBatch(
+                watcher=self, events=events, from_block=first, to_block=last, head=head, rewound_from=rewound
+            )
+
+    def rewind(self, block: int) -> None:
+        """Read again from the block after ``block`` (a reorg or a restored chain replaced later blocks)."""
+        last = self.cursor.load()
+        target = max(block, self.start_block - 1)
+        if last is not None and last > target:
+            self.cursor.save(target)
+            logger.warning("event cursor rewound from block %d to %d: the chain replaced later blocks", last, target)
 
     def _commit(self, batch: EventBatch) -> None:
         if batch.empty_range:

@@ -85,6 +85,8 @@ logger = logging.getLogger(__name__)
 #: on which a node may run a cheating behaviour.
 DEVNET_CHAIN_IDS = frozenset({31337, 1337})
 
+#: Blocks read again when the chain turns out to have replaced the head the node last saw.
+_REORG_DEPTH = 256
 #: Most times the node leaves one job's unfilled round before it gives the job up.
 _MAX_LEAVES = 3
 #: Seconds a keeper waits past a deadline of a job it is not in, plus up to this much again
@@ -246,6 +248,7 @@ class ProviderNode:
         self._next_sweep = 0.0
         self._said: set[tuple[int, str]] = set()
         self._clock = _ChainClock()
+        self._head: tuple[int, bytes] | None = None
         self._watcher: EventWatcher | None = None
         self._connected = False
         self._needs_resume = True
@@ -404,6 +407,7 @@ class ProviderNode:
         w3 = self.market.w3
         latest = self._rpc(lambda: w3.eth.get_block("latest"))
         self._clock.observe(int(latest["number"]), int(latest["timestamp"]))
+        self._check_fork(latest)
         assert self._watcher is not None
         caught_up = True
         if not self._stopping.is_set():
@@ -599,9 +603,11 @@ class ProviderNode:
     def _try_bid(self, job_id: int, round_: Round) -> str:
         """Bid if the job is open for ``round_`` and the policy agrees: "bid", "skip" or "defer"."""
         existing = self._record(job_id)
+        posted = self._job_posted(job_id)
+        if existing is not None and existing.terms_digest not in (None, posted.terms.digest):
+            existing = None  # the id was reused after the chain lost the job we took part in: a new job
         if existing is not None and not (existing.phase == JobPhase.ABANDONED and existing.slot is None):
             return "skip"  # one slot per job: verifiers must be fresh, and we hold or held one
-        posted = self._job_posted(job_id)
         terms = posted.terms
         job = self.market.job(job_id)
         if job.status != JobStatus.OPEN or job.round != round_ or self._clock.now() >= job.deadline:
@@ -1141,6 +1147,26 @@ class ProviderNode:
         """Seconds past a deadline before keeping another's job: 2 to 4, spread by address."""
         spread = hashlib.sha256(f"{self.address}:{job_id}".encode()).digest()[0] / 255
         return _KEEPER_GRACE * (1.0 + spread)
+
+    def _check_fork(self, latest: Any) -> None:
+        """Notice that the chain replaced blocks we read (a reorg, or a node restored from older
+        state that has since mined past our cursor): the head no longer descends from the last one."""
+        number, block_hash = int(latest["number"]), bytes(latest["hash"])
+        seen = self._head
+        self._head = (number, block_hash)
+        if seen is None or seen == (number, block_hash) or number < seen[0]:
+            return  # first look, nothing new, or a shorter chain (the watcher rewinds that itself)
+        if number == seen[0]:
+            ancestor = block_hash
+        elif number == seen[0] + 1:
+            ancestor = bytes(latest["parentHash"])
+        else:
+            ancestor = bytes(self._rpc(lambda: self.market.w3.eth.get_block(seen[0]))["hash"])
+        if ancestor == seen[1]:
+            return
+        assert self._watcher is not None
+        self._watcher.rewind(seen[0] - _REORG_DEPTH)
+        self._on_rewind(seen[0], number)
 
     def _on_rewind(self, was: int, head: int) -> None:
         """The chain lost blocks the node had read: re-check every job in flight against it."""

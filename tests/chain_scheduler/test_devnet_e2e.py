@@ -29,7 +29,7 @@ import pytest
 from rich.console import Console
 from web3 import Web3
 
-from chain_scheduler import Client, JobHandle, JobStatus, MarketEvent, lower_median
+from chain_scheduler import Client, JobHandle, JobStatus, Limits, MarketEvent, lower_median
 from chain_scheduler._anvil import advance_time, free_port
 from chain_scheduler._devnet import Devnet
 
@@ -93,11 +93,16 @@ def events(client: Client, job: JobHandle, name: str) -> list[MarketEvent]:
     return client.market.events(from_block=job.from_block, names=(name,), job_id=job.job_id)
 
 
-def submit_pi(client: Client, samples: int, *, k: int, m: int, exec_timeout: int = 60) -> JobHandle:
-    """A Wasm job that runs long enough (about 1 s per 60M samples here) to be caught in flight."""
+def submit_pi(client: Client, samples: int, *, k: int, m: int, exec_timeout: int = 120) -> JobHandle:
+    """A Wasm job that runs long enough (about 1 s per 60M samples here) to be caught in flight.
+
+    Its time limit, 60 s of fuel at the protocol's reference rate, leaves room for 200M samples
+    (about 20G fuel) and fits half the commit window.
+    """
     return client.submit(
         module=PI, args=[str(samples)], k=k, m=m, max_price=5, max_units=10**11, collateral=COLLATERAL,
         fill_timeout=60, exec_timeout=exec_timeout, reveal_window=60, challenge_window=0,
+        limits=Limits(timeout_s=60),
     )  # fmt: skip
 
 

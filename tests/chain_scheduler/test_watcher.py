@@ -483,21 +483,25 @@ def test_a_reveal_event_that_does_not_match_the_sealed_digest_is_refused(market:
         resolve_parent_result(ForgedEvents(), job_id)  # type: ignore[arg-type]
 
 
-def test_a_cursor_ahead_of_the_chain_rewinds_to_the_head_and_reads_new_blocks(market: Market) -> None:
-    # Given a watcher whose cursor is past the head: the chain was restored from older state
+def test_a_cursor_ahead_of_the_chain_reads_the_last_blocks_again(market: Market) -> None:
+    # Given a watcher whose cursor is past the head: the chain was restored from older state,
+    # and has mined a new block at a height the cursor had passed before the watcher looked
     start = deploy_block(market)
+    make_events(market, 3)
     head = int(market.w3.eth.block_number)
     cursor = MemoryCursor(block=head + 50)
-    watcher = EventWatcher(market=market, cursor=cursor, start_block=start)
+    watcher = EventWatcher(market=market, cursor=cursor, start_block=start, rewind_depth=2)
 
     # When it polls
     batch = watcher.poll()
 
-    # Then it says so and moves the cursor back to the head
+    # Then it says so, and reads the last rewind_depth blocks again
     assert batch.rewound_from == head + 50
-    assert batch.events == [] and cursor.load() == head
+    assert (batch.from_block, batch.to_block) == (head - 1, head)
+    assert keys(batch.events) == keys(market.events(from_block=head - 1))
+    batch.commit()
 
-    # And the events of blocks mined after the restore are read, not skipped
+    # And the blocks mined after it are read as usual
     make_events(market, 2)
     after, _ = drain(watcher)
     assert keys(after) == keys(market.events(from_block=head + 1))

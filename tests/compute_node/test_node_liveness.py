@@ -215,3 +215,29 @@ def test_kill_9_of_every_daemon_at_random_moments_loses_no_job(
         time.sleep(0.5)
     unfinished = {j: chain.market.job(j) for j in jobs if status(chain, j) != JobStatus.FINALIZED}
     assert not unfinished, f"after {kills} kills, not finalized: {unfinished}"
+
+
+def test_a_chain_that_lost_blocks_is_followed_and_a_reused_job_id_names_the_new_job(
+    chain: Chain, daemons: list[Daemon], wasm_examples: dict[str, Path]
+) -> None:
+    # Given three daemons, and a job A that one of them ran to the end
+    daemons += [Tuned(chain=chain, index=i, name=f"fork{i}", capacity=2).start() for i in (2, 3, 4)]
+    snapshot = chain.w3.provider.make_request("evm_snapshot", [])["result"]  # type: ignore[arg-type]
+    a_id, a_terms = post_wordcount_job(chain, wasm_examples, k=1, m=1, challenge_window=0)
+    wait_for("job A to finalize", lambda: status(chain, a_id) == JobStatus.FINALIZED, daemons=daemons)
+    (runner_of_a,) = [e.args["provider"] for e in chain.events(a_id, "ProviderPaid")]
+
+    # When the chain loses every block since before A (restored from older state) and a different
+    # job B is posted, taking A's id
+    time.sleep(1.0)  # every daemon has seen A's end
+    assert chain.w3.provider.make_request("evm_revert", [snapshot])["result"]  # type: ignore[arg-type]
+    assert status(chain, a_id) == JobStatus.NONE
+    b_id, b_terms = post_wordcount_job(chain, wasm_examples, k=3, m=2, challenge_window=0)
+    assert b_id == a_id and b_terms.digest != a_terms.digest
+
+    # Then the daemons follow the new chain and all three (the one that ran A too) run B
+    wait_for("job B to finalize", lambda: status(chain, b_id) == JobStatus.FINALIZED, timeout=60, daemons=daemons)
+    paid = {e.args["provider"] for e in chain.events(b_id, "ProviderPaid")}
+    assert paid == {d.address for d in daemons} and runner_of_a in paid
+    assert not chain.events(b_id, "SlotSlashed")
+    assert any("replaced later blocks" in d.log() or "is back at block" in d.log() for d in daemons)
