@@ -3,14 +3,16 @@
 Everything lives under ``root`` (``.devnet/`` by default)::
 
     devnet.json        rpc url, chain id, contract, store url, providers (the record)
-    chain.json         anvil's state: loaded at start, written every few seconds and on stop
+    chain.json         the chain's snapshot: anvil loads it at start; the journal process writes it
+    chain.journal      every block mined since that snapshot (raw transactions, timestamp, hash)
     anvil.pid          pid files of the detached processes
+    chain-journal.pid
     node-K.pid
     node-K/            provider K's state directory (state.db, work files)
     store/             the embedded content store (local:...)
     ipfs/              the IPFS node's repository (with ``ipfs=True``)
     dockerd/           pid file and log of a Docker engine the devnet started (``docker=True``)
-    logs/anvil.log, logs/node-K.log
+    logs/anvil.log, logs/chain-journal.log, logs/node-K.log
 
 Provider K (0-based) signs with account K + 2 of the public devnet mnemonic;
 accounts 0 and 1 are left to the deployer and to a client. The processes are
@@ -18,6 +20,16 @@ detached (their own session), so they outlive the Python process that started
 them; ``down()`` stops them. ``up()`` is idempotent: what runs is kept, what
 died is restarted, and the contract is deployed only when the chain no longer
 has it, so a restart keeps every job and balance.
+
+The chain survives a ``kill -9`` of anvil: beside it runs ``chainsched devnet
+journal`` (:class:`~chain_scheduler._anvil.ChainJournal`), which appends every block to
+``chain.journal`` a few milliseconds after anvil mines it and takes a whole snapshot
+(``chain.json``) every ``state_interval`` seconds or 1,000 blocks. ``up()`` after anvil
+died replays the journal onto the snapshot (same blocks, same hashes) before it starts
+anvil again, and records the restore in ``devnet.json``: when, the block the restored
+chain ends at, and the block the chain had reached, as the journal saw it.
+``status()`` reports it until a clean ``down()``. A crash loses at most the block being
+journaled at that moment.
 
 Daemons are started as subprocesses (``python -m compute_node.cli``): this
 package never imports ``compute_node``.
@@ -57,7 +69,17 @@ from typing import Any
 from eth_account import Account
 from web3 import Web3
 
-from chain_scheduler._anvil import DEVNET_MNEMONIC, Anvil, find_anvil, free_port
+from chain_scheduler._anvil import (
+    DEVNET_MNEMONIC,
+    Anvil,
+    ChainRestore,
+    Journal,
+    find_anvil,
+    free_port,
+    pid_alive,
+    restore_chain,
+    take_snapshot,
+)
 from chain_scheduler._market import Market
 from chain_scheduler._model import Capability, capability_names
 from chain_scheduler.errors import DevnetError
@@ -78,6 +100,10 @@ _PREFERRED_PORT = 8545
 _MIN_BALANCE = Web3.to_wei(100, "ether")
 _FINAL_PHASES = ("settled", "abandoned")
 _SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+#: The process that keeps the chain restorable (``chainsched devnet journal``), by its pid file name.
+_JOURNAL = "chain-journal"
+#: What identifies each kind of devnet process in its command line.
+_MARKERS = {"anvil": "anvil", _JOURNAL: "devnet journal"}
 #: What a daemon recorded without a setting ran with (records written before it existed).
 _DAEMON_DEFAULTS: dict[str, Any] = {"behaviour": "honest", "price": 1, "capacity": 1, "docker": False}
 
@@ -140,6 +166,10 @@ class DevnetStatus:
         docker: Whether the devnet runs Docker jobs.
         docker_engine: Whether a Docker engine answers (None: not asked, the devnet runs no Docker).
         docker_started: Whether the devnet started that engine (then ``down()`` stops it).
+        journal_pid, journal_alive: The process that journals the chain (``chainsched devnet journal``).
+        restored: When anvil had died and ``up`` restored the chain from saved state: when,
+            from which snapshot, up to which block, and what was lost (None: no restore since
+            the last clean ``down``).
     """
 
     root: str
@@ -156,6 +186,9 @@ class DevnetStatus:
     docker: bool = False
     docker_engine: bool | None = None
     docker_started: bool = False
+    journal_pid: int | None = None
+    journal_alive: bool = False
+    restored: ChainRestore | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (``providers`` as a list of dicts)."""
@@ -176,7 +209,9 @@ class Devnet:
         price: Wei per unit a provider bids unless ``up(prices=...)`` names it.
         capacity: Jobs a daemon holds at once (``compute-node run --capacity``).
         unbonding_delay: The contract's unbonding delay, seconds (fresh deployments only).
-        state_interval: Seconds between anvil's state dumps.
+        state_interval: Seconds between whole snapshots of the chain (``chain.json``); every
+            block in between is journaled. A snapshot stalls anvil for a time that grows with
+            the chain's history; a restore replays the journal (a few ms a block).
         block_time: Seconds per block; None mines a block per transaction.
         python: The interpreter that runs ``compute_node.cli``.
         start_timeout: Seconds a process gets to come up.
@@ -193,7 +228,7 @@ class Devnet:
         price: int = 1,
         capacity: int = 1,
         unbonding_delay: int = 3600,
-        state_interval: int = 5,
+        state_interval: float = 60,
         block_time: float | None = None,
         python: str = sys.executable,
         start_timeout: float = 60.0,
@@ -223,6 +258,10 @@ class Devnet:
     @property
     def state_file(self) -> Path:
         return self.root / "chain.json"
+
+    @property
+    def journal_file(self) -> Path:
+        return self.root / "chain.journal"
 
     def _pid_file(self, name: str) -> Path:
         return self.root / f"{name}.pid"
@@ -289,7 +328,7 @@ class Devnet:
         record = self.record()
 
         docker_started = self._ensure_docker() if docker else self._docker_pid() is not None
-        rpc_url = self._ensure_anvil(record)
+        rpc_url, restored = self._ensure_anvil(record)
         w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 10}))
         contract, fresh = self._ensure_contract(w3, record.get("contract"))
         store_url = self._ensure_store(ipfs, record)
@@ -303,9 +342,11 @@ class Devnet:
             self._stop_process(f"node-{index}")
 
         accounts = [_devnet_account(index + FIRST_PROVIDER_ACCOUNT) for index in range(providers)]
-        self._fund(w3, [address for address, _ in accounts])
+        funded = self._fund(w3, [address for address, _ in accounts])
         capabilities = Capability.WASM | (Capability.DOCKER if docker else Capability(0))
         self._register(w3, rpc_url, contract, range(providers), capabilities)
+        # anvil_setBalance is no transaction, so no journal holds it: a new snapshot does.
+        journal_pid = self._ensure_journal(rpc_url, restart=funded > 0)
 
         previous = {int(p["index"]): p for p in record.get("providers", [])}
         entries = []
@@ -355,13 +396,19 @@ class Devnet:
             "docker_started": docker_started,
             "anvil_pid": self._live_pid("anvil", "anvil"),
             "state_file": str(self.state_file),
+            "journal_pid": journal_pid,
+            "journal_file": str(self.journal_file),
+            "restored": restored,
             "providers": entries,
         }
+        self._write_record(record)
+        logger.info("devnet up: %s, contract %s, %d providers", rpc_url, contract, providers)
+        return record
+
+    def _write_record(self, record: Mapping[str, Any]) -> None:
         tmp = self.record_file.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(record, indent=2) + "\n")
         tmp.replace(self.record_file)
-        logger.info("devnet up: %s, contract %s, %d providers", rpc_url, contract, providers)
-        return record
 
     # ------------------------------------------------------------------ docker
 
@@ -388,7 +435,7 @@ class Devnet:
             pid = int(pid_file.read_text().strip())
         except (OSError, ValueError):
             return None
-        if _pid_alive(pid) and "dockerd" in _cmdline(pid):
+        if pid_alive(pid) and "dockerd" in _cmdline(pid):
             return pid
         logger.info("removing stale pid file %s (pid %d is not a dockerd)", pid_file, pid)
         pid_file.unlink(missing_ok=True)
@@ -422,26 +469,49 @@ class Devnet:
         except DevnetError:
             return False
 
-    def _ensure_anvil(self, record: Mapping[str, Any]) -> str:
+    def _ensure_anvil(self, record: Mapping[str, Any]) -> tuple[str, dict[str, Any] | None]:
+        """anvil, running: (its url, the restore note to record).
+
+        A running anvil is kept, and so is the note of an earlier restore. One that died
+        (its pid file left behind, or a journal no clean stop closed) gets its chain
+        restored first: the journal replayed onto the last snapshot.
+        """
+        died = self._pid_file("anvil").exists()
         pid = self._live_pid("anvil", "anvil")
         recorded = record.get("rpc_url")
         if pid is not None and recorded:
             w3 = Web3(Web3.HTTPProvider(recorded, request_kwargs={"timeout": 5}))
             try:
                 w3.eth.block_number  # noqa: B018 - a liveness probe
-                return str(recorded)
+                return str(recorded), record.get("restored")
             except Exception as exc:  # noqa: BLE001 - any failure to answer
                 logger.warning("anvil (pid %d) does not answer on %s (%s): restarting it", pid, recorded, exc)
                 self._stop_process("anvil")
         elif pid is not None:
             self._stop_process("anvil")
+        # Whatever journals the old chain must stop writing before the restore reads.
+        self._stop_process(_JOURNAL)
         port = self._choose_port(recorded)
         find_anvil()  # fail early, with the message that says how to install it
+        note: dict[str, Any] | None = None
+        if (died and pid is None) or Journal.read(self.journal_file).pending:
+            restore = restore_chain(
+                snapshot=self.state_file,
+                journal=self.journal_file,
+                chain_id=CHAIN_ID,
+                log_file=self._log_file("anvil"),
+                timeout=self.start_timeout,
+            )
+            note = asdict(restore)
+            logger.warning(
+                "anvil had stopped without `devnet down`: chain restored to block %s (snapshot %s, %d journaled "
+                "blocks replayed); it had reached block %s",
+                restore.head, restore.snapshot_block, restore.replayed, restore.reached,
+            )  # fmt: skip
         node = Anvil(
             port=port,
             block_time=self.block_time,
-            state_file=self.state_file,
-            state_interval=self.state_interval,
+            load_state=self.state_file,
             log_file=self._log_file("anvil"),
             chain_id=CHAIN_ID,
         )
@@ -450,7 +520,50 @@ class Devnet:
         assert process is not None
         self._children[process.pid] = process
         self._pid_file("anvil").write_text(f"{process.pid}\n")
-        return node.url
+        return node.url, note
+
+    def _ensure_journal(self, rpc_url: str, *, restart: bool) -> int:
+        """The journal process for the running anvil: kept, or (re)started; waits for its first snapshot."""
+        pid = self._live_pid(_JOURNAL, _MARKERS[_JOURNAL])
+        if pid is not None and not restart:
+            return pid
+        self._stop_process(_JOURNAL)
+        anvil_pid = self._live_pid("anvil", "anvil")
+        cmd = [
+            self.python,
+            "-m",
+            "chain_scheduler.cli",
+            "devnet",
+            "journal",
+            "--rpc",
+            rpc_url,
+            "--snapshot",
+            str(self.state_file.resolve()),
+            "--journal",
+            str(self.journal_file.resolve()),
+            "--snapshot-interval",
+            str(self.state_interval),
+            *(["--anvil-pid", str(anvil_pid)] if anvil_pid is not None else []),
+        ]
+        log = self._log_file(_JOURNAL)
+        with open(log, "ab") as out:
+            out.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} devnet: {' '.join(cmd)}\n".encode())
+            out.flush()
+            process = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
+        self._children[process.pid] = process
+        self._pid_file(_JOURNAL).write_text(f"{process.pid}\n")
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if not self._alive(process.pid):
+                raise DevnetError(f"the chain journal exited at start; its log ends:\n{self.logs(_JOURNAL, lines=20)}")
+            text = log.read_bytes().decode(errors="replace")
+            if "snapshot at block" in text[text.rfind("--- ") :]:
+                logger.info("chain journal started (pid %d), log %s", process.pid, log)
+                return process.pid
+            time.sleep(0.05)
+        raise DevnetError(f"the chain journal took no snapshot within {self.start_timeout:.0f}s; see {log}")
 
     def _choose_port(self, recorded: str | None) -> int:
         if self.port is not None:
@@ -495,10 +608,14 @@ class Devnet:
         indexes += [int(p.stem.split("-", 1)[1]) + 1 for p in self.root.glob("node-*.pid")]
         return max(indexes, default=0)
 
-    def _fund(self, w3: Web3, addresses: list[str]) -> None:
+    def _fund(self, w3: Web3, addresses: list[str]) -> int:
+        """Top up the accounts below the minimum balance; returns how many were."""
+        funded = 0
         for address in addresses:
             if w3.eth.get_balance(Web3.to_checksum_address(address)) < _MIN_BALANCE:
                 w3.provider.make_request("anvil_setBalance", [address, hex(_MIN_BALANCE)])  # type: ignore[arg-type]
+                funded += 1
+        return funded
 
     def _register(self, w3: Web3, rpc_url: str, contract: str, indexes: range, capabilities: Capability) -> None:
         """Register each provider with ``capabilities``; set them on providers registered with others."""
@@ -595,9 +712,10 @@ class Devnet:
     # ------------------------------------------------------------------- down
 
     def down(self) -> list[str]:
-        """Stop the daemons (gracefully), then anvil (it writes its state), then IPFS and Docker.
+        """Stop the daemons (gracefully), then the journal and anvil (after a last snapshot), then IPFS and Docker.
 
-        A Docker engine is stopped only when this devnet started it.
+        A Docker engine is stopped only when this devnet started it. A clean stop (the
+        last snapshot taken) ends the report of an earlier restore.
 
         Returns:
             The names of the processes that were running and were stopped.
@@ -612,8 +730,14 @@ class Devnet:
             stopped.append(name)
         for name in nodes:
             self._pid_file(name).unlink(missing_ok=True)
+        if self._stop_process(_JOURNAL):  # it takes a last snapshot, and closes the journal
+            stopped.append(_JOURNAL)
+        saved = self._last_snapshot()
         if self._stop_process("anvil"):
             stopped.append("anvil")
+        record = self.record()
+        if saved and record.get("restored"):
+            self._write_record({**record, "restored": None})
         if (self.root / "ipfs").exists() and (self.root / "ipfs" / "daemon.pid").exists():
             script = _SCRIPTS / "ipfs_node.py"
             if script.exists():
@@ -628,8 +752,24 @@ class Devnet:
         logger.info("devnet down: stopped %s", ", ".join(stopped) or "nothing")
         return stopped
 
+    def _last_snapshot(self) -> bool:
+        """Before anvil stops: make sure a closed snapshot holds its whole chain. False: anvil is not running."""
+        rpc_url = self.record().get("rpc_url")
+        if self._live_pid("anvil", "anvil") is None or not rpc_url:
+            return False
+        try:
+            head = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": 5})).eth.block_number
+            journal = Journal.read(self.journal_file)
+            if not (journal.closed and journal.snapshot_block == head):
+                # The journal process was not running, or blocks came after its last snapshot.
+                take_snapshot(rpc_url, self.state_file, self.journal_file, closed=True)
+        except Exception as exc:  # noqa: BLE001 - whatever failed, the journal still holds the chain
+            logger.warning("the last snapshot before stopping anvil failed (%s): the next `up` restores", exc)
+            return False
+        return True
+
     def _stop_process(self, name: str) -> bool:
-        marker = "anvil" if name == "anvil" else "compute_node.cli"
+        marker = _MARKERS.get(name, "compute_node.cli")
         pid = self._live_pid(name, marker)
         if pid is not None:
             _signal(pid, signal.SIGTERM)
@@ -660,7 +800,7 @@ class Devnet:
                 return True
             del self._children[pid]
             return False
-        return _pid_alive(pid)
+        return pid_alive(pid)
 
     def _live_pid(self, name: str, marker: str) -> int | None:
         """The pid in ``name``'s pid file if that process runs (and is ours); stale files are removed."""
@@ -684,6 +824,8 @@ class Devnet:
         rpc_url = record.get("rpc_url")
         contract: str | None = record.get("contract")
         anvil_pid = self._live_pid("anvil", "anvil")
+        journal_pid = self._live_pid(_JOURNAL, _MARKERS[_JOURNAL])
+        restored = record.get("restored")
         reachable, chain_id, head, deployed = False, None, None, False
         market: Market | None = None
         if rpc_url:
@@ -743,19 +885,22 @@ class Devnet:
             docker=bool(record.get("docker", False)),
             docker_engine=self._docker_answers() if record.get("docker") else None,
             docker_started=self._docker_pid() is not None,
+            journal_pid=journal_pid,
+            journal_alive=journal_pid is not None,
+            restored=ChainRestore(**restored) if restored else None,
         )
 
     # -------------------------------------------------------------------- logs
 
     def log_names(self) -> list[str]:
-        """The names ``logs`` accepts: ``anvil``, ``node-0``, ..."""
+        """The names ``logs`` accepts: ``anvil``, ``chain-journal``, ``node-0``, ..."""
         return sorted(p.stem for p in (self.root / "logs").glob("*.log"))
 
     def logs(self, name: str, lines: int | None = 100) -> str:
         """The last ``lines`` lines of a process's log (all with None).
 
         Args:
-            name: ``anvil``, ``node-K`` or just ``K``.
+            name: ``anvil``, ``chain-journal``, ``node-K`` or just ``K``.
 
         Raises:
             DevnetError: no such log.
@@ -792,21 +937,6 @@ def _port_free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        # A zombie (exited, not reaped by its parent) is not running.
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def _cmdline(pid: int) -> str:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import logging
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from chain_scheduler import errors
+from chain_scheduler._anvil import ChainJournal, ChainRestore
 from chain_scheduler._devnet import BEHAVIOURS, Devnet
 from chain_scheduler.errors import DevnetError
 
@@ -59,6 +63,25 @@ def _parse_prices(values: list[str]) -> tuple[int | None, dict[int, int]]:
     return default, prices
 
 
+def _restore_line(restore: ChainRestore) -> str:
+    """One line on a restore: when, to which block, from what, and what was lost."""
+    if restore.head is None:
+        return f"restored  {restore.at}: anvil had died and there was no saved state: the chain starts anew"
+    line = (
+        f"restored  {restore.at}: anvil had died; chain restored to block {restore.head} "
+        f"(snapshot at block {restore.snapshot_block} + {restore.replayed} journaled blocks replayed); "
+    )
+    if restore.reached is None or restore.lost is None:
+        line += "the block it had reached is unknown (no journal)"
+    elif restore.lost == 0:
+        line += f"it had reached block {restore.reached}: no block lost"
+    else:
+        line += f"it had reached block {restore.reached}: blocks {restore.head + 1}..{restore.reached} lost"
+    if restore.diverged_at is not None:
+        line += f" (block {restore.diverged_at} replayed differently: a change no transaction made, e.g. setBalance)"
+    return line
+
+
 @app.command("up")
 def up(
     providers: Annotated[int, typer.Option("--providers", "-n", min=0, help="Provider daemons to run.")] = 2,
@@ -105,6 +128,8 @@ def up(
     typer.echo(f"store     {record['store_url']}")
     if record.get("docker"):
         typer.echo(f"docker    {'started by the devnet' if record.get('docker_started') else 'engine already running'}")
+    if record.get("restored"):
+        typer.echo(_restore_line(ChainRestore(**record["restored"])))
     for p in record["providers"]:
         typer.echo(
             f"node-{p['index']}    {p['address']} pid {p['pid']} {p['behaviour']} price {p['price']}  log {p['log']}"
@@ -124,13 +149,18 @@ def down(root: RootOpt = Path(".devnet"), as_json: JsonOpt = False) -> None:
 
 @app.command("status")
 def status(root: RootOpt = Path(".devnet"), as_json: JsonOpt = False) -> None:
-    """The chain, each provider (stake, capabilities, reputation, jobs in flight) and their health."""
+    """The chain (and whether it was restored from saved state), each provider and their health."""
     state = Devnet(root=root).status()
     if as_json:
         sys.stdout.write(json.dumps(state.to_json()) + "\n")
         return
     chain = f"head {state.head}" if state.reachable else "unreachable"
-    typer.echo(f"chain     {state.rpc_url or '-'}  {chain}  anvil {'up' if state.anvil_alive else 'down'}")
+    typer.echo(
+        f"chain     {state.rpc_url or '-'}  {chain}  anvil {'up' if state.anvil_alive else 'down'}  "
+        f"journal {'up' if state.journal_alive else 'DOWN' if state.anvil_alive else 'down'}"
+    )
+    if state.restored is not None:
+        typer.echo(_restore_line(state.restored))
     typer.echo(f"contract  {state.contract or '-'}{'' if state.contract_deployed else ' (no code)'}")
     if state.docker:
         engine = "up" if state.docker_engine else "DOWN"
@@ -147,7 +177,7 @@ def status(root: RootOpt = Path(".devnet"), as_json: JsonOpt = False) -> None:
 
 @app.command("logs")
 def logs(
-    name: Annotated[str | None, typer.Argument(help="anvil, node-K or K (default: every log).")] = None,
+    name: Annotated[str | None, typer.Argument(help="anvil, chain-journal, node-K or K (default: every log).")] = None,
     lines: Annotated[int, typer.Option("--lines", "-n", min=0, help="Lines from the end of each log.")] = 50,
     root: RootOpt = Path(".devnet"),
 ) -> None:
@@ -161,3 +191,33 @@ def logs(
             typer.echo(net.logs(each, lines=lines), nl=False)
     except DevnetError as exc:
         raise _fail(_USAGE, str(exc)) from None
+
+
+@app.command("journal", hidden=True)
+def journal(
+    rpc: Annotated[str, typer.Option("--rpc", help="anvil's HTTP endpoint.")],
+    snapshot: Annotated[Path, typer.Option(dir_okay=False, help="The state file anvil loads.")],
+    journal_file: Annotated[Path, typer.Option("--journal", dir_okay=False, help="The journal of blocks.")],
+    anvil_pid: Annotated[int | None, typer.Option(help="Stop when this process is gone.")] = None,
+    snapshot_interval: Annotated[float, typer.Option(min=0.1, help="Seconds between snapshots.")] = 60.0,
+    snapshot_blocks: Annotated[int, typer.Option(min=1, help="Journaled blocks that call for a snapshot.")] = 1000,
+    fsync: Annotated[bool, typer.Option(help="fsync every journal write.")] = False,
+) -> None:
+    """Keep the devnet's chain restorable after kill -9 (`devnet up` runs this beside anvil)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    keeper = ChainJournal(
+        url=rpc,
+        snapshot=snapshot,
+        journal=journal_file,
+        anvil_pid=anvil_pid,
+        snapshot_interval=snapshot_interval,
+        snapshot_blocks=snapshot_blocks,
+        fsync=fsync,
+    )
+    try:
+        keeper.run(stop)
+    except errors.ChainUnavailable as exc:
+        raise _fail(_CHAIN_UNAVAILABLE, str(exc)) from None

@@ -3,8 +3,11 @@
 - the demo's path (``scripts/demo.py``): five daemons, one cheating at the lowest
   price, a batch of Wasm jobs and a Docker job; the cheat is slashed and every
   paid replica gets exactly its price x units;
-- the chain node stopped (SIGTERM: it saves its state) while a job is in flight,
-  then ``up()`` again: the job completes and the chain's history is intact;
+- the chain node stopped (SIGTERM) while a job is in flight, then ``up()`` again:
+  the job completes and the chain's history is intact;
+- the chain node killed (SIGKILL) right after a job finalized, with no snapshot since
+  the job was posted, then ``up()`` again: the journal brings the job back, Finalized,
+  and the market goes on;
 - a daemon SIGKILLed after it took a slot and before it committed: its slot is
   timed out, slashed and reassigned, and the job still succeeds.
 
@@ -30,7 +33,7 @@ from rich.console import Console
 from web3 import Web3
 
 from chain_scheduler import Client, JobHandle, JobStatus, Limits, MarketEvent, lower_median
-from chain_scheduler._anvil import advance_time, free_port
+from chain_scheduler._anvil import Journal, advance_time, free_port
 from chain_scheduler._devnet import Devnet
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -240,6 +243,46 @@ def test_the_chain_node_stopped_mid_job_restarts_with_its_state_and_the_job_comp
         paid = events(client, second, "ProviderPaid")
         assert len(paid) == 1 and int(paid[0].args["amount"]) == 1 * int(paid[0].args["units"])
         assert 3.1 < float((second.fetch(devnet.root / "second") / "stdout").read_text()) < 3.2
+
+
+def test_a_job_finalized_right_before_the_chain_node_is_killed_is_still_there_after_up(tmp_path: Path) -> None:
+    # Given a devnet whose snapshot interval outlasts the test (only the journal can keep what follows)
+    net = Devnet(root=tmp_path / "devnet", port=free_port(), poll_interval=0.2, state_interval=3600, stop_timeout=20)
+    try:
+        record = net.up(providers=1)
+        daemon = record["providers"][0]["pid"]
+        with Client.from_devnet(net.root) as client, logs_on_failure(net):
+            snapshot = Journal.read(net.journal_file).snapshot_block
+            # And a job that has just finalized
+            job = submit_pi(client, 1000, k=1, m=1)
+            wait_for("the job to finalize", lambda: job.status().status == JobStatus.FINALIZED, net)
+            w3 = client.market.w3
+            head = w3.eth.block_number
+            head_hash = w3.eth.get_block(head)["hash"]
+            paid = [(e.args, e.tx_hash) for e in events(client, job, "ProviderPaid")]
+            assert len(paid) == 1 and snapshot is not None and snapshot < job.from_block
+            # (the journal holds a block a few milliseconds after anvil mined it)
+            wait_for("the journal", lambda: (Journal.read(net.journal_file).head or 0) >= head, net, timeout=10)
+
+            # When the chain node is killed at once, then the devnet brought up again
+            anvil = record["anvil_pid"]
+            os.kill(anvil, signal.SIGKILL)
+            net._children[anvil].wait(10)
+            again = net.up(providers=1)
+
+            # Then the job is still there, Finalized, paid once, in the same blocks
+            assert again["anvil_pid"] != anvil and again["contract"] == record["contract"]
+            assert job.status().status == JobStatus.FINALIZED
+            assert [(e.args, e.tx_hash) for e in events(client, job, "ProviderPaid")] == paid
+            assert w3.eth.get_block(head)["hash"] == head_hash
+            assert again["restored"]["head"] >= head and again["restored"]["lost"] == 0
+            assert again["restored"]["snapshot_block"] == snapshot
+            # And the market goes on: the daemon kept running, and a new job finalizes
+            assert again["providers"][0]["pid"] == daemon
+            after = submit_pi(client, 1000, k=1, m=1)
+            wait_for("a job after the restore", lambda: after.status().status == JobStatus.FINALIZED, net)
+    finally:
+        net.down()
 
 
 def test_a_provider_killed_before_committing_is_timed_out_and_its_slot_reassigned(devnet: Devnet) -> None:
