@@ -248,7 +248,8 @@ class ProviderNode:
         self._next_sweep = 0.0
         self._said: set[tuple[int, str]] = set()
         self._clock = _ChainClock()
-        self._head: tuple[int, bytes] | None = None
+        self._head: tuple[int, bytes] | None = None  # the last head known to descend from the ones before
+        self._next_fork_check = 0.0
         self._watcher: EventWatcher | None = None
         self._connected = False
         self._needs_resume = True
@@ -542,8 +543,10 @@ class ProviderNode:
         elif outcome == "bid":
             self._unwatch(job_id, WatchKind.DEFER, WatchKind.LEFT, WatchKind.PARENTS)
         # What we decided to come back to is on disk before the event counts as handled: a
-        # kill -9 in between would otherwise skip the event on replay and forget the job.
-        self._flush_watches()
+        # kill -9 in between would otherwise skip the event on replay and forget the job. (A kept
+        # job is re-added by the replayed event itself, before this check: it waits for the batch.)
+        if any(kind != WatchKind.KEEP for _job, kind in self._watch_dirty):
+            self._flush_watches()
         if event is not None:
             self.state.mark_handled(event.tx_hash, event.log_index, block=event.block_number)
 
@@ -574,9 +577,13 @@ class ProviderNode:
 
     def _set_watch(self, watch: Watch) -> None:
         key = (int(watch.job_id), watch.kind)
-        if self._watches.get(key) != watch:
+        known = self._watches.get(key)
+        if known != watch:
             self._watches[key] = watch
-            self._watch_dirty.add(key)
+            # A kept job's deadline moves with every phase; after a restart the stored one only
+            # makes the keeper look a little early and re-read it, so only adds are written.
+            if known is None or watch.kind != WatchKind.KEEP:
+                self._watch_dirty.add(key)
 
     def _unwatch(self, job_id: int, *kinds: WatchKind) -> None:
         for kind in kinds:
@@ -1153,15 +1160,21 @@ class ProviderNode:
         state that has since mined past our cursor): the head no longer descends from the last one."""
         number, block_hash = int(latest["number"]), bytes(latest["hash"])
         seen = self._head
-        self._head = (number, block_hash)
         if seen is None or seen == (number, block_hash) or number < seen[0]:
+            self._head = (number, block_hash)
             return  # first look, nothing new, or a shorter chain (the watcher rewinds that itself)
         if number == seen[0]:
             ancestor = block_hash
         elif number == seen[0] + 1:
             ancestor = bytes(latest["parentHash"])
-        else:
+        elif time.monotonic() >= self._next_fork_check:
+            # Several blocks since the head we verified: one extra read, at most once a second
+            # (until then the old head stays the one to check against).
+            self._next_fork_check = time.monotonic() + 1.0
             ancestor = bytes(self._rpc(lambda: self.market.w3.eth.get_block(seen[0]))["hash"])
+        else:
+            return
+        self._head = (number, block_hash)
         if ancestor == seen[1]:
             return
         assert self._watcher is not None
