@@ -13,6 +13,7 @@ import gc
 import io
 import json
 import os
+import signal
 import socket
 import tarfile
 import threading
@@ -471,6 +472,9 @@ def test_keyboard_interrupt_still_removes_the_container(
             time.sleep(0.05)
 
     watcher = threading.Thread(target=interrupt_when_running, daemon=True)
+    # Ctrl-C must raise KeyboardInterrupt here even when the process started with SIGINT ignored
+    # (a non-interactive shell starts its background jobs so, and Python keeps it).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     watcher.start()
 
     # When the executor is interrupted while it supervises the job
@@ -480,6 +484,7 @@ def test_keyboard_interrupt_still_removes_the_container(
     finally:
         gave_up.set()
         watcher.join()
+        signal.signal(signal.SIGINT, previous)
 
     # Then the container and its cgroup are gone
     assert interrupted.is_set()
