@@ -283,6 +283,7 @@ class BadTerm(TermsError):
         "terms.client must be the sender",
         "a job may name at most 8 parents",
         "min_units must be at most max_units",
+        "collateral must be positive when k > 1 or the job has audits or verifiers",
     )
 
     def __init__(self, **fields: Any) -> None:

@@ -639,8 +639,9 @@ class ProviderNode:
                 self._registered_warned = True
             return "skip"
         decision = decide(
-            self.policy, terms, round=round_, free_stake=provider.free, running=self._load(), pending=self._hopes()
-        )
+            self.policy, terms, round=round_, free_stake=provider.free, locked_stake=provider.locked,
+            running=self._load(), pending=self._hopes(),
+        )  # fmt: skip
         logger.info("job_id=%s %s round: %s", job_id, round_.name.lower(), decision.reason)
         if not decision.take:
             return "defer" if decision.retry else "skip"

@@ -40,6 +40,11 @@ class NodePolicy:
         safety_classes: Safety classes the node accepts.
         rounds: Rounds the node bids in: the main replicas, audits, verifications.
         max_units: Largest ``maxUnits`` the node accepts (None: any).
+        max_collateral: Most collateral (wei) the node risks on one slot (None: no cap
+            but the share below).
+        max_stake_share_bps: Most of its whole stake (free plus locked, in basis points)
+            the node risks on one slot: a job built to capture its verifiers must not
+            take a provider's whole stake with it (default 25%).
     """
 
     price: int
@@ -52,6 +57,8 @@ class NodePolicy:
     )
     rounds: frozenset[Round] = field(default_factory=lambda: frozenset(Round))
     max_units: int | None = None
+    max_collateral: int | None = None
+    max_stake_share_bps: int = 2_500
 
     def __post_init__(self) -> None:
         if self.price < 0:
@@ -60,6 +67,10 @@ class NodePolicy:
             raise ValueError(f"capacity must be at least 1 job, got {self.capacity}")
         if self.pending_bids < 1:
             raise ValueError(f"pending_bids must be at least 1, got {self.pending_bids}")
+        if self.max_collateral is not None and self.max_collateral < 0:
+            raise ValueError(f"max_collateral must be >= 0 wei or None, got {self.max_collateral}")
+        if not 0 < self.max_stake_share_bps <= 10_000:
+            raise ValueError(f"max_stake_share_bps must be in 1..10000, got {self.max_stake_share_bps}")
         if self.max_units is not None and self.max_units < 1:
             raise ValueError(f"max_units must be positive or None, got {self.max_units}")
 
@@ -90,7 +101,14 @@ class Decision:
 
 
 def decide(
-    policy: NodePolicy, terms: JobTerms, *, round: Round, free_stake: int, running: int, pending: int = 0
+    policy: NodePolicy,
+    terms: JobTerms,
+    *,
+    round: Round,
+    free_stake: int,
+    running: int,
+    pending: int = 0,
+    locked_stake: int = 0,
 ) -> Decision:
     """Decide whether the node bids for a slot of ``round`` in a job with these terms.
 
@@ -98,7 +116,8 @@ def decide(
     serves; the executor is supported; every required capability is held; the
     job's max price is at least the node's price; an execution slot is free and
     the node holds fewer than ``pending_bids`` unfilled bids; the free stake
-    covers the collateral; the safety class is accepted; ``maxUnits`` is within
+    covers the collateral, which is within ``max_collateral`` and
+    ``max_stake_share_bps`` of the whole stake; the safety class is accepted; ``maxUnits`` is within
     the node's limit.
 
     Args:
@@ -108,6 +127,7 @@ def decide(
         free_stake: The node's free (unlocked) stake in wei, from the contract.
         running: Jobs the node is executing or about to (bidding closed, no result yet).
         pending: The node's bids on rounds that have not filled.
+        locked_stake: The node's locked stake in wei (with ``free_stake``: its whole stake).
 
     Returns:
         The decision; ``price`` is the policy's price either way.
@@ -134,6 +154,14 @@ def decide(
         )
     if free_stake < terms.collateral:
         return no(f"skip: free stake {free_stake} wei cannot cover the collateral {terms.collateral} wei")
+    if policy.max_collateral is not None and terms.collateral > policy.max_collateral:
+        return no(f"skip: collateral {terms.collateral} wei is above this node's cap of {policy.max_collateral} wei")
+    stake = free_stake + locked_stake
+    if terms.collateral * 10_000 > stake * policy.max_stake_share_bps:
+        return no(
+            f"skip: collateral {terms.collateral} wei is more than {policy.max_stake_share_bps / 100:g}% "
+            f"of this node's stake ({stake} wei)"
+        )
     if terms.safety not in policy.safety_classes:
         return no(f"skip: safety class {SafetyClass(terms.safety).name.lower()} not accepted")
     if policy.max_units is not None and terms.max_units > policy.max_units:

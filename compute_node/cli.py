@@ -186,6 +186,12 @@ def run(
     max_units: Annotated[
         int | None, typer.Option(min=1, help="Refuse jobs whose maxUnits is above this (default: no limit).")
     ] = None,
+    max_collateral: Annotated[
+        str, typer.Option(help="Most collateral risked on one slot (wei, or 0.1ether); 'none': only --max-stake-share.")
+    ] = "none",
+    max_stake_share: Annotated[
+        float, typer.Option(min=0.0001, max=1.0, help="Most of the whole stake risked on one slot (0.25 = 25%).")
+    ] = 0.25,
     poll_interval: Annotated[float, typer.Option(min=0.01, help="Seconds between polls of the chain.")] = 1.0,
     confirmations: Annotated[int, typer.Option(min=0, help="Blocks to stay behind the head (reorg safety).")] = 0,
     start_block: Annotated[
@@ -228,6 +234,8 @@ def run(
             safety_classes=frozenset(safety),
             rounds=frozenset(Round) if verify else frozenset({Round.MAIN}),
             max_units=max_units,
+            max_collateral=None if max_collateral.strip().lower() == "none" else _parse_wei(max_collateral),
+            max_stake_share_bps=max(1, round(max_stake_share * 10_000)),
         )
     except ValueError as exc:
         raise _fail(ExitCode.USAGE, str(exc)) from None

@@ -100,7 +100,9 @@ contract ChainScheduler is IChainScheduler {
     function addStake() external payable {
         Provider storage p = _registered(msg.sender);
         if (msg.value == 0) revert ChainSchedulerZeroAmount();
-        p.free += _toUint96(msg.value);
+        // Free and locked stake together must fit 96 bits: unlocking moves locked to free, and an
+        // unlock that overflowed would freeze every job the provider is in.
+        p.free = _toUint96(uint256(p.free) + p.locked + msg.value) - p.locked;
         p.unbondingAt = 0;
         emit StakeAdded(msg.sender, msg.value, p.free);
     }
@@ -737,6 +739,8 @@ contract ChainScheduler is IChainScheduler {
         }
         if (t.auditBps > BPS || (t.auditBps != 0 && t.verifiers == 0)) revert ChainSchedulerBadAudit(t.auditBps, t.verifiers);
         if (t.verifiers > MAX_VERIFIERS) revert ChainSchedulerBadTerm(6);
+        // Without collateral nobody can be slashed: replicas, audits and verifiers would check nothing.
+        if (t.collateral == 0 && (t.k > 1 || t.verifiers != 0 || t.auditBps != 0)) revert ChainSchedulerBadTerm(10);
     }
 
     function _escrow(JobTerms calldata t) private pure returns (uint256) {

@@ -156,7 +156,7 @@ interface IChainScheduler {
     /// than the fill timeout.
     /// @param field Index of the offending field: 0 maxPrice, 1 maxUnits, 2 fillTimeout,
     /// 3 execTimeout, 4 revealWindow, 5 bidWindow, 6 verifiers, 7 client, 8 parents (at most 8),
-    /// 9 minUnits (at most maxUnits).
+    /// 9 minUnits (at most maxUnits), 10 collateral (must be positive with k > 1, audits or verifiers).
     error ChainSchedulerBadTerm(uint8 field);
     /// @notice The spec digest does not hash the spec CID sent.
     /// @param expected keccak256 of the CID sent.

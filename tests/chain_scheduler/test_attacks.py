@@ -253,3 +253,53 @@ def test_destructive_job_with_replicas_is_refused(h: Harness) -> None:
         with reverts(errors.DestructiveReplicated, k=k, verifiers=0, auditBps=0):
             h.as_(h.client).post_job_tx(SPEC_CID, terms)
     assert h.market.job_count() == 0
+
+
+def test_stake_that_would_overflow_an_unlock_is_refused() -> None:
+    """Free plus locked stake must fit 96 bits: else every unlock of this provider's collateral
+    overflows, and a job it holds a slot in can never be failed or settled (the client's escrow
+    held hostage)."""
+    from chain_scheduler import JobTerms, Market
+    from chain_scheduler._anvil import Anvil, advance_time
+
+    with Anvil(accounts=3) as node:
+        w3 = node.web3()
+        deployer, client_addr, griefer = w3.eth.accounts[:3]
+        w3.provider.make_request("anvil_setBalance", [griefer, hex(2**97)])  # type: ignore[arg-type]
+        market = Market.deploy(w3=w3, account=deployer)
+        client, provider = market.with_account(client_addr), market.with_account(griefer)
+        provider.register(1, 10**18)
+        # Given a k=2 job in which the griefer holds one slot (all its stake locked), never filled
+        terms = JobTerms.create(client=client_addr, spec_cid=SPEC_CID, k=2, m=2, max_price=1, max_units=1,
+                                collateral=10**18, fill_timeout=60)  # fmt: skip
+        job_id = client.post_job(SPEC_CID, terms)
+        provider.bid(job_id, 1, terms)
+
+        # When it tops its free stake up so that the unlock of its collateral would overflow: refused
+        with pytest.raises(errors.AmountTooLarge):
+            provider.add_stake(2**96 - 10**18)
+
+        # Then, with as much as fits, the fill timeout still fails the job and refunds the client
+        provider.add_stake(2**96 - 1 - 10**18)
+        advance_time(w3, terms.fill_timeout + 1)
+        result = market.timeout(job_id, terms)
+        assert [e.name for e in result.events] == ["JobFailed"]
+        assert market.job(job_id).status == JobStatus.FAILED
+        stake = market.provider(griefer)
+        assert (stake.free, stake.locked) == (2**96 - 1, 0)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"k": 3, "m": 2}, {"verifiers": 2}, {"verifiers": 2, "audit_bps": 5000}],
+    ids=["k3", "verifiers", "audit"],
+)
+def test_collateral_zero_is_refused_when_anyone_is_meant_to_be_checked(h: Harness, overrides: dict[str, int]) -> None:
+    # Nobody could be slashed: replicas, audits and verifiers would check nothing.
+    with reverts(errors.BadTerm, field=10):
+        h.post(collateral=0, **overrides)
+
+
+def test_collateral_zero_stays_possible_for_a_single_unchecked_replica(h: Harness) -> None:
+    run = h.post(collateral=0)
+    assert run.status == JobStatus.OPEN

@@ -85,10 +85,29 @@ def test_unfilled_bids_are_bounded_apart_from_the_capacity(pending: int, take: b
 
 @pytest.mark.parametrize(("free", "take"), [(ETH // 100 - 1, False), (ETH // 100, True), (0, False)])
 def test_free_stake_must_cover_the_collateral(free: int, take: bool) -> None:
-    decision = decide(POLICY, make_terms(), round=Round.MAIN, free_stake=free, running=0)
+    decision = decide(POLICY, make_terms(), round=Round.MAIN, free_stake=free, locked_stake=ETH, running=0)
     assert decision.take is take
     if not take:
         assert "cannot cover the collateral" in decision.reason
+
+
+@pytest.mark.parametrize(("stake", "take"), [(4 * ETH // 100, True), (4 * ETH // 100 - 1, False)])
+def test_one_slot_risks_at_most_a_share_of_the_whole_stake(stake: int, take: bool) -> None:
+    # Collateral 0.01 ETH: 25% of a 0.04 ETH stake, locked or free, and no more
+    decision = decide(POLICY, make_terms(), round=Round.MAIN, free_stake=ETH // 100, locked_stake=stake - ETH // 100,
+                      running=0)  # fmt: skip
+    assert decision.take is take
+    if not take:
+        assert "is more than 25% of this node's stake" in decision.reason
+
+
+def test_collateral_above_the_nodes_cap_is_refused() -> None:
+    capped = dataclasses.replace(POLICY, max_collateral=ETH // 100 - 1)
+    decision = decide(capped, make_terms(), round=Round.MAIN, free_stake=ETH, running=0)
+    assert not decision.take
+    assert "above this node's cap" in decision.reason
+    assert decide(dataclasses.replace(capped, max_collateral=ETH // 100), make_terms(), round=Round.MAIN,
+                  free_stake=ETH, running=0).take  # fmt: skip
 
 
 def test_safety_class_must_be_accepted() -> None:
