@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Compile the Solidity sources into the committed artifacts of ``chain_scheduler``.
 
-Every ``*.sol`` file under ``contracts/`` is compiled in one standard-JSON run
+Every ``*.sol`` file under ``contracts/`` (except the forge tests in
+``contracts/test/``, which do not ship) is compiled in one standard-JSON run
 through py-solc-x and the solc-js wrapper ``scripts/solc``, with the pinned
 compiler version and settings below. Each contract, interface and library gets
 ``chain_scheduler/_artifacts/<Name>.json`` (ABI, creation and runtime bytecode,
@@ -38,6 +39,8 @@ ARTIFACTS_DIR: Final = REPO_ROOT / "chain_scheduler" / "_artifacts"
 SOLC_WRAPPER: Final = REPO_ROOT / "scripts" / "solc"
 MANIFEST_NAME: Final = "manifest.json"
 ARTIFACT_FORMAT: Final = "chain-scheduler-artifact/1"
+#: Sub-directory of ``contracts/`` holding the forge tests (see foundry.toml).
+FORGE_TESTS_DIR: Final = "test"
 
 #: The compiler the artifacts are built with (npm ``solc``, pinned in package.json).
 SOLC_VERSION: Final = "0.8.28"
@@ -92,15 +95,23 @@ class StaleArtifacts(ArtifactsError):
 
 
 def source_files(contracts_dir: Path = CONTRACTS_DIR) -> list[Path]:
-    """Return every Solidity source under ``contracts_dir``, sorted by relative path.
+    """Return every shipped Solidity source under ``contracts_dir``, sorted by relative path.
+
+    The forge tests in ``contracts/test/`` are not shipped: they are neither
+    compiled into artifacts nor part of the digest, so editing a test never
+    makes the artifacts stale.
 
     Args:
         contracts_dir: The directory holding the contracts.
 
     Returns:
-        Absolute paths of the ``*.sol`` files, recursively.
+        Absolute paths of the ``*.sol`` files, recursively, without ``test/``.
     """
-    return sorted(contracts_dir.rglob("*.sol"), key=lambda p: p.relative_to(contracts_dir).as_posix())
+    tests = contracts_dir / FORGE_TESTS_DIR
+    return sorted(
+        (path for path in contracts_dir.rglob("*.sol") if not path.is_relative_to(tests)),
+        key=lambda p: p.relative_to(contracts_dir).as_posix(),
+    )
 
 
 def _source_unit_name(path: Path, contracts_dir: Path) -> str:

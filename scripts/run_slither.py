@@ -4,7 +4,16 @@
 Slither (PyPI ``slither-analyzer``) compiles every top-level ``contracts/*.sol``
 through crytic-compile, which calls the solc-js wrapper ``scripts/solc`` in the
 legacy ``FILE --combined-json ...`` mode. Files in sub-directories are analysed
-when a top-level file imports them.
+when a top-level file imports them. The forge tests in ``contracts/test/`` are
+not analysed: they are test code (cheatcodes, pranks, try/catch on purpose)
+and ship nothing.
+
+Slither runs on a copy of ``contracts/`` in a temporary directory, outside the
+repository: with the repository's ``foundry.toml`` in sight, crytic-compile
+takes the ``contracts`` directory for a Foundry project and refuses it under
+``--compile-force-framework solc`` ("contracts is a directory"), and for a
+single file it swaps our ``--solc-args`` for ``forge config``'s. Reported paths
+are the same (``contracts/...``).
 
 A finding is accepted only by a comment beside the code, on its own line right
 above the reported element (a plain ``//`` comment, not NatSpec ``///``), with
@@ -36,6 +45,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -47,8 +57,11 @@ from typing import Any, Final
 REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 SOLC_WRAPPER: Final = REPO_ROOT / "scripts" / "solc"
 CONTRACTS: Final = "contracts"
+#: Sub-directory of ``contracts/`` holding the forge tests (not analysed).
+FORGE_TESTS: Final = "test"
 
-#: Import remappings (``prefix=target``), as in ``solc`` itself. None yet.
+#: Import remappings (``prefix=target``), as in ``solc`` itself. None yet. Slither
+#: runs in a temporary copy of ``contracts/``, so give targets as absolute paths.
 SOLC_REMAPS: Final[Sequence[str]] = ()
 
 _ANALYZED = re.compile(r"analyzed \((\d+) contracts? with (\d+) detectors?\)")
@@ -132,8 +145,9 @@ def slither_command(
         str(solc),
         "--solc-args",
         solc_args(_load_compile_contracts().COMPILER_SETTINGS),
-        # Without it crytic-compile guesses a framework from files in the tree
-        # (and would call forge if a foundry.toml appeared).
+        # Without it crytic-compile guesses a framework from files in the tree.
+        # (It still looks for a foundry.toml above the working directory, hence
+        # the copy outside the repository in `run`.)
         "--compile-force-framework",
         "solc",
         "--exclude",
@@ -170,6 +184,15 @@ def _describe(finding: Mapping[str, Any]) -> str:
     return f"{head}\n{body}"
 
 
+def _copy_contracts(source: Path, target: Path) -> None:
+    # Everything but the forge tests, into a directory with no foundry.toml
+    # above it (see the module docstring).
+    def skip_tests(directory: str, names: list[str]) -> list[str]:
+        return [FORGE_TESTS] if Path(directory) == source and FORGE_TESTS in names else []
+
+    shutil.copytree(source, target, ignore=skip_tests)
+
+
 def run(
     repo_root: Path = REPO_ROOT,
     solc: Path = SOLC_WRAPPER,
@@ -186,10 +209,12 @@ def run(
         The process exit code (see the module docstring).
     """
     with tempfile.TemporaryDirectory(prefix="slither-") as tmp:
-        json_path = Path(tmp) / "report.json"
+        workdir = Path(tmp)
+        _copy_contracts(repo_root / CONTRACTS, workdir / CONTRACTS)
+        json_path = workdir / "report.json"
         command = slither_command(json_path, solc, remaps)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        proc = subprocess.run(command, cwd=repo_root, capture_output=True, text=True, env=env, check=False)
+        proc = subprocess.run(command, cwd=workdir, capture_output=True, text=True, env=env, check=False)
         log = proc.stdout + proc.stderr
         if proc.returncode != 0 or not json_path.is_file():
             print(log, file=sys.stderr)

@@ -134,6 +134,20 @@ def test_new_or_removed_source_makes_artifacts_stale(tree_copy: tuple[Path, Path
     ]
 
 
+def test_forge_tests_are_not_shipped_sources(tree_copy: tuple[Path, Path]) -> None:
+    # Given a fresh copy
+    contracts, artifacts = tree_copy
+
+    # When a forge test is added or edited under contracts/test/
+    (contracts / "test").mkdir(exist_ok=True)
+    (contracts / "test" / "New.t.sol").write_text("// SPDX-License-Identifier: MIT\n")
+
+    # Then it is no source of the artifacts: they stay fresh
+    assert all("test" not in path.relative_to(contracts).parts for path in cc.source_files(contracts))
+    assert cc.sources_digest(contracts) == cc.sources_digest()
+    assert cc.stale_reasons(contracts, artifacts) == []
+
+
 def test_settings_and_version_are_part_of_the_digest() -> None:
     other_runs = {**cc.COMPILER_SETTINGS, "optimizer": {"enabled": True, "runs": 201}}
 
