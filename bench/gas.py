@@ -5,6 +5,10 @@ Run: ``python bench/gas.py`` (prints a table, writes bench/results/gas.json).
 Each scenario runs twice on the same chain and the second run is reported: the
 first pays one-off costs (the first job id, an account's first credit) that a
 market in steady state does not. Both runs are in the JSON.
+
+Audit and verifier seats are drawn from the verifier pool (`draw`); the gas of a
+draw grows with log n in the pool's size, measured at 10, 100 and 1,000 members
+on anvil ("pool" in the JSON).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from web3 import Web3  # noqa: E402
 
-from chain_scheduler import Capability, Executor, JobTerms, Market, commitment  # noqa: E402
+from chain_scheduler import Capability, Executor, JobTerms, Market, TxResult, commitment  # noqa: E402
 from chain_scheduler._anvil import Anvil, advance_time  # noqa: E402
 
 SPEC = "bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e"
@@ -55,8 +59,13 @@ class Chain:
         self.client = self.market.with_account(accounts[1])
         self.providers = [self.market.with_account(a) for a in accounts[2:9]]
         for p in self.providers:
-            p.register(Capability.WASM | Capability.DOCKER, 10**18)
+            p.register(Capability.WASM | Capability.DOCKER | Capability.VERIFIER, 10**18)
+        self.by_address = {p.account: p for p in self.providers}
         self.salt = 0
+
+    def drawn(self, result: TxResult) -> list[tuple[int, Market]]:
+        """The (slot, provider) pairs a draw seated."""
+        return [(int(e.args["slot"]), self.by_address[e.args["provider"]]) for e in result.named("SlotAssigned")]
 
     def terms(self, **kw: int) -> JobTerms:
         base: dict[str, int] = dict(max_price=1_000, max_units=1_000_000, collateral=COLLATERAL, challenge_window=30)
@@ -124,17 +133,19 @@ def k3_one_wrong(chain: Chain) -> Ledger:
 
 def audited(chain: Chain) -> Ledger:
     led = Ledger()
-    c, p, auditor = chain.client, chain.providers[0], chain.providers[1]
+    c, p = chain.client, chain.providers[0]
     terms = chain.terms(verifiers=1, audit_bps=10_000)
     r = c.post_job_tx(SPEC, terms)
     job = int(r.event("JobPosted").args["jobId"])
     led.add("postJob", r.gas_used)
     led.add("bid", p.bid(job, 500).gas_used)
     salt = chain.run(p, job, 0, GOOD, 40_000, led)
-    led.add("bid (auditor)", auditor.bid(job, 500).gas_used)
-    salt_a = chain.run(auditor, job, 1, GOOD, 40_000, led)
+    drawn = chain.market.draw(job)
+    led.add("draw (audit decision + auditor)", drawn.gas_used)
+    ((slot, auditor),) = chain.drawn(drawn)
+    salt_a = chain.run(auditor, job, slot, GOOD, 40_000, led)
     led.add("reveal", p.reveal(job, 0, GOOD, 40_000, salt).gas_used)
-    led.add("reveal (auditor)", auditor.reveal(job, 1, GOOD, 40_000, salt_a).gas_used)
+    led.add("reveal (auditor)", auditor.reveal(job, slot, GOOD, 40_000, salt_a).gas_used)
     chain.advance(31)
     led.add("finalize", chain.market.finalize(job).gas_used)
     for q in (p, auditor):
@@ -145,7 +156,6 @@ def audited(chain: Chain) -> Ledger:
 def challenged(chain: Chain) -> Ledger:
     led = Ledger()
     c, p = chain.client, chain.providers[0]
-    verifiers = chain.providers[1:4]
     terms = chain.terms(verifiers=3)
     r = c.post_job_tx(SPEC, terms)
     job = int(r.event("JobPosted").args["jobId"])
@@ -154,13 +164,14 @@ def challenged(chain: Chain) -> Ledger:
     salt = chain.run(p, job, 0, BAD, 40_000, led)
     led.add("reveal", p.reveal(job, 0, BAD, 40_000, salt).gas_used)
     led.add("challenge", c.challenge(job).gas_used)
-    for v in verifiers:
-        led.add("bid (verifier)", v.bid(job, 500).gas_used)
-    salts = [chain.run(v, job, 2 + i, GOOD, 40_000, led) for i, v in enumerate(verifiers)]
-    for i, v in enumerate(verifiers):
-        led.add("reveal (verifier)", v.reveal(job, 2 + i, GOOD, 40_000, salts[i]).gas_used)
+    drawn = chain.market.draw(job)
+    led.add("draw (3 verifiers)", drawn.gas_used)
+    seats = chain.drawn(drawn)
+    salts = [chain.run(v, job, slot, GOOD, 40_000, led) for slot, v in seats]
+    for (slot, v), s in zip(seats, salts, strict=True):
+        led.add("reveal (verifier)", v.reveal(job, slot, GOOD, 40_000, s).gas_used)
     led.add("finalize", chain.market.finalize(job).gas_used)
-    for v in verifiers:
+    for _, v in seats:
         led.add("withdraw (provider)", v.withdraw().gas_used)
     led.add("withdraw (client)", c.withdraw().gas_used)
     return led
@@ -204,6 +215,41 @@ def measure(chain: Chain) -> dict[str, dict[str, object]]:
     return out
 
 
+POOL_SIZES = (10, 100, 1000)
+
+
+def pool_scaling() -> dict[str, dict[str, int]]:
+    """Gas of joining the pool and of drawing three verifier seats as the pool grows (anvil)."""
+    out: dict[str, dict[str, int]] = {}
+    with Anvil(accounts=POOL_SIZES[-1] + 3) as node:
+        w3 = node.web3()
+        accounts = w3.eth.accounts
+        market = Market.deploy(w3=w3, account=accounts[0])
+        client = market.with_account(accounts[1])
+        main = market.with_account(accounts[2])
+        main.register(Capability.WASM, 10**18)
+        terms = JobTerms.create(client=client.account, spec_cid=SPEC, executor=Executor.WASM, max_price=1_000,
+                                max_units=1_000_000, collateral=COLLATERAL, challenge_window=30, verifiers=3)  # fmt: skip
+        members = 0
+        for size in POOL_SIZES:
+            join = 0
+            while members < size:
+                join = market.with_account(accounts[3 + members]).register(
+                    Capability.WASM | Capability.VERIFIER, 10**18 + members
+                ).gas_used
+                members += 1
+            job = client.post_job(SPEC, terms)
+            main.bid(job, 500, terms)
+            salt = (size).to_bytes(32, "big")
+            main.commit(job, 0, commitment(job, main.account, BAD, 40_000, salt), terms)
+            main.reveal(job, 0, BAD, 40_000, salt, terms)
+            client.challenge(job, terms)
+            drawn = market.draw(job, terms)
+            assert len(drawn.named("SlotAssigned")) == 3
+            out[str(size)] = {"register (joins the pool)": join, "draw (3 verifier seats)": drawn.gas_used}
+    return out
+
+
 def on_anvil() -> dict[str, dict[str, object]]:
     with Anvil() as node:
         w3 = node.web3()
@@ -226,6 +272,7 @@ def on_eth_tester() -> dict[str, dict[str, object]]:
 def main() -> None:
     started = time.time()
     results = {"anvil": on_anvil(), "eth-tester": on_eth_tester()}
+    pool = pool_scaling()
     print(f"{'scenario':34} {'anvil':>10} {'eth-tester':>11} {'first run':>10} {'txs':>4}")
     for name in SCENARIOS:
         a, e = results["anvil"][name], results["eth-tester"][name]
@@ -235,9 +282,14 @@ def main() -> None:
         print(f"  {name}")
         for step, gas in results["anvil"][name]["steps"]:  # type: ignore[attr-defined]
             print(f"    {step:28} {gas:>9,}")
+    print("\nverifier pool (anvil): gas by pool size")
+    print(f"  {'members':>8} {'register (joins the pool)':>26} {'draw (3 verifier seats)':>24}")
+    for size, row in pool.items():
+        print(f"  {size:>8} {row['register (joins the pool)']:>26,} {row['draw (3 verifier seats)']:>24,}")
     out = ROOT / "bench" / "results" / "gas.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"seconds": round(time.time() - started, 1), **results}, indent=1) + "\n")
+    payload = {"seconds": round(time.time() - started, 1), **results, "pool": pool}
+    out.write_text(json.dumps(payload, indent=1) + "\n")
     print(f"\nwrote {out.relative_to(ROOT)}")
 
 

@@ -35,7 +35,7 @@ Daemons are started as subprocesses (``python -m compute_node.cli``): this
 package never imports ``compute_node``.
 
 With ``docker=True`` the daemons also take Docker jobs (``--docker``) and are
-registered with the capabilities ``wasm,docker``. A Docker engine that already
+registered with the capabilities ``wasm,docker,verifier``. A Docker engine that already
 answers is used as it is; otherwise ``scripts/dockerd.py`` starts one with its
 pid file under ``dockerd/``, and ``down()`` stops it, and only it.
 
@@ -300,7 +300,7 @@ class Devnet:
             bad: Provider index -> behaviour for the ones that cheat; the rest are honest.
             ipfs: Use an IPFS node (``scripts/ipfs_node.py``) instead of the embedded store.
             docker: Also run Docker jobs: use (or start) a Docker engine, run the daemons
-                with ``--docker`` and register them with the capabilities wasm and docker.
+                with ``--docker`` and register them with the capabilities wasm, docker and verifier.
             prices: Provider index -> price in wei per unit; the others bid ``self.price``.
 
         Raises:
@@ -343,7 +343,7 @@ class Devnet:
 
         accounts = [_devnet_account(index + FIRST_PROVIDER_ACCOUNT) for index in range(providers)]
         funded = self._fund(w3, [address for address, _ in accounts])
-        capabilities = Capability.WASM | (Capability.DOCKER if docker else Capability(0))
+        capabilities = Capability.WASM | Capability.VERIFIER | (Capability.DOCKER if docker else Capability(0))
         self._register(w3, rpc_url, contract, range(providers), capabilities)
         # anvil_setBalance is no transaction, so no journal holds it: a new snapshot does.
         journal_pid = self._ensure_journal(rpc_url, restart=funded > 0)

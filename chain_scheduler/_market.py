@@ -215,7 +215,18 @@ class Market:
             unbonding_at=raw[5],
             audited=raw[6],
             registered=raw[7],
+            pool_index=raw[8],
+            pool_weight=Wei(raw[9]),
         )
+
+    def pool(self) -> tuple[int, Wei]:
+        """The verifier pool: members (leaves used) and their total weight (wei of stake)."""
+        members, weight = self._call(self.contract.functions.poolOf())
+        return int(members), Wei(weight)
+
+    def draw_block_of(self, job_id: int) -> int:
+        """The block whose hash the job's pending draw uses (0: it never had one)."""
+        return int(self._call(self.contract.functions.drawBlockOf(job_id)))
 
     def credit_of(self, address: str) -> Wei:
         return Wei(self._call(self.contract.functions.creditOf(to_checksum_address(address))))
@@ -338,6 +349,19 @@ class Market:
         terms = terms or self.terms_of(job_id)
         return self._transact(self.contract.functions.withdrawBid(job_id, terms.as_abi(), slot))
 
+    def draw(self, job_id: int, terms: JobTerms | None = None) -> TxResult:
+        """Carry out the job's pending draw: an audit decision, or audit / verifier seats."""
+        terms = terms or self.terms_of(job_id)
+        fn = self.contract.functions.draw(job_id, terms.as_abi())
+        gas = self.gas
+        if gas is None:
+            # The draw uses the hash of the block it was armed in, which may still be the head:
+            # an estimate against "latest" runs as if in that block and reverts DrawTooEarly.
+            # "pending" is the block the transaction lands in.
+            estimate = self._rpc(lambda: _decoded(lambda: fn.estimate_gas({"from": self.account}, "pending")))
+            gas = int(estimate * 1.2) + 10_000
+        return self._transact(fn, gas=gas)
+
     def close_bidding(self, job_id: int, terms: JobTerms | None = None) -> TxResult:
         terms = terms or self.terms_of(job_id)
         return self._transact(self.contract.functions.closeBidding(job_id, terms.as_abi()))
@@ -397,8 +421,8 @@ class Market:
 
         return self._rpc(run)
 
-    def _transact(self, fn: Any, *, value: int = 0) -> TxResult:
-        receipt = self._send_raw(fn, value=value, gas=self.gas)
+    def _transact(self, fn: Any, *, value: int = 0, gas: int | None = None) -> TxResult:
+        receipt = self._send_raw(fn, value=value, gas=self.gas if gas is None else gas)
         return TxResult(
             tx_hash=HexBytes(receipt["transactionHash"]).to_0x_hex(),
             block_number=int(receipt["blockNumber"]),
@@ -428,9 +452,7 @@ class Market:
                 raise
             raise decoded from exc
         try:
-            receipt = self.w3.eth.wait_for_transaction_receipt(
-                tx_hash, timeout=self.receipt_timeout, poll_latency=0.01
-            )
+            receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=self.receipt_timeout, poll_latency=0.01)
         except TimeExhausted as exc:
             raise errors.TransactionFailed(
                 f"Transaction {HexBytes(tx_hash).to_0x_hex()} was not mined within "
@@ -483,6 +505,17 @@ class Market:
 
     def _rpc(self, call: Callable[[], Any]) -> Any:
         return rpc_call(call)
+
+
+def _decoded(call: Callable[[], Any]) -> Any:
+    """``call()``, with a contract revert raised as its decoded error."""
+    try:
+        return call()
+    except Exception as exc:
+        decoded = decode_revert(exc)
+        if decoded is None:
+            raise
+        raise decoded from exc
 
 
 def _label(fn: Any) -> str:

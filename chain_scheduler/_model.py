@@ -40,6 +40,8 @@ class Capability(enum.IntFlag):
     WASM = 1 << 0
     DOCKER = 1 << 1
     GPU = 1 << 2
+    #: Opted in to be drawn as an auditor or verifier (the contract's ``VERIFIER``).
+    VERIFIER = 1 << 31
 
 
 def capability_names(bits: int) -> tuple[str, ...]:
@@ -320,6 +322,15 @@ class Provider:
     unbonding_at: int
     audited: int
     registered: bool
+    #: Leaf in the contract's verifier pool (0: never joined).
+    pool_index: int = 0
+    #: Weight the pool holds for the provider: its whole stake while opted in, else 0.
+    pool_weight: Wei = Wei(0)
+
+    @property
+    def verifier(self) -> bool:
+        """Whether the provider is in the verifier pool (can be drawn)."""
+        return self.pool_weight > 0
 
 
 def spec_digest(spec_cid: str) -> bytes:

@@ -22,7 +22,7 @@ what to do next.
         ├── JobStateError            the job is not where the call needs it
         │     UnknownJob, TermsMismatch, WrongStatus, DeadlinePassed, DeadlineNotReached,
         │     BidWindowOpen, SlotsNotFilled, NotCancellable, NotChallengeable,
-        │     ParentNotFinalized, ParentNotFailed
+        │     ParentNotFinalized, ParentNotFailed, DrawnRound, NoDraw, DrawTooEarly
         ├── ProviderError            the provider cannot do this
         │     NotRegistered, AlreadyRegistered, MissingCapabilities, InsufficientStake,
         │     Unbonding, StakeLocked, AlreadyInJob, PriceTooHigh, BidNotCompetitive, BidFinal,
@@ -401,6 +401,24 @@ class ParentNotFailed(JobStateError):
         )
 
 
+class DrawnRound(JobStateError):
+    error_name = "DrawnRound"
+    template = (
+        "Job {jobId}'s audit and verification seats are drawn from the verifier pool, not bid for. "
+        "Opt in with the verifier capability to be drawn."
+    )
+
+
+class NoDraw(JobStateError):
+    error_name = "NoDraw"
+    template = "Job {jobId} has no draw waiting. See: chainsched job status {jobId}"
+
+
+class DrawTooEarly(JobStateError):
+    error_name = "DrawTooEarly"
+    template = "Job {jobId}'s draw uses the hash of block {afterBlock}: send it in a later block."
+
+
 # --------------------------------------------------------------- provider
 
 
@@ -554,6 +572,9 @@ CONTRACT_ERRORS: dict[str, type[ContractError]] = {
         NotChallengeable,
         ParentNotFinalized,
         ParentNotFailed,
+        DrawnRound,
+        NoDraw,
+        DrawTooEarly,
         NotRegistered,
         AlreadyRegistered,
         MissingCapabilities,

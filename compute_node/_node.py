@@ -57,12 +57,14 @@ from eth_utils.address import to_checksum_address
 from hexbytes import HexBytes
 
 from chain_scheduler import (
+    Capability,
     EventWatcher,
     JobId,
     JobStatus,
     JobTerms,
     Market,
     MarketEvent,
+    Provider,
     Round,
     SlotState,
     TxSender,
@@ -94,6 +96,8 @@ _MAX_LEAVES = 3
 _KEEPER_GRACE = 2.0
 #: Job statuses that have a phase deadline a keeper may enforce with ``timeout``.
 _TIMED = frozenset({JobStatus.OPEN, JobStatus.RUNNING, JobStatus.REVEALING})
+#: Bit 6 of a job's flags: the audit decision waits for a draw.
+FLAG_DRAW_PENDING = 64
 
 
 class NodeStatus(enum.StrEnum):
@@ -247,6 +251,10 @@ class ProviderNode:
         self._retry_at: dict[int, float] = {}
         self._next_sweep = 0.0
         self._said: set[tuple[int, str]] = set()
+        #: Whether the node put itself in the verifier pool (it leaves when it stops).
+        self._in_pool = False
+        #: When the node first saw each armed draw it may carry out (monotonic seconds).
+        self._draw_seen: dict[int, float] = {}
         self._clock = _ChainClock()
         self._head: tuple[int, bytes] | None = None  # the last head known to descend from the ones before
         self._next_fork_check = 0.0
@@ -400,6 +408,8 @@ class ProviderNode:
         """One pass: connect if needed, read events, reconcile jobs, withdraw. True when caught up."""
         if not self._connected:
             self._connect()
+        if self._stopping.is_set() and self._in_pool:
+            self._set_pool(self.market.provider(self.address), join=False)
         if self._needs_resume:
             finished = self.sender.resume()
             for tx, receipt in finished:
@@ -423,6 +433,7 @@ class ProviderNode:
             self._prune(batch.to_block)
             self._retry_deferred()
             self._keep_others()
+            self._draw_pending(int(latest["number"]))
             self._flush_watches()
             caught_up = batch.caught_up
         for record in self._due_jobs():
@@ -463,6 +474,8 @@ class ProviderNode:
                 market=self.market, cursor=self.state, start_block=start or 0, confirmations=self.confirmations
             )
         provider = self.market.provider(self.address)
+        if provider.registered:
+            self._set_pool(provider, join=Round.VERIFY in self.policy.rounds)
         logger.info(
             "node %s ready on chain %d, contract %s: behaviour %s, price %d, capacity %d, "
             "watching from block %d, stake free %d locked %d%s",
@@ -471,6 +484,24 @@ class ProviderNode:
             "" if provider.registered else " (NOT REGISTERED: run compute-node register)",
         )  # fmt: skip
         self._connected = True
+
+    def _set_pool(self, provider: Provider, *, join: bool) -> None:
+        """Join or leave the verifier pool (the VERIFIER capability bit). A node joins when it
+        starts with --verify and leaves when it begins to stop, so that a node that is not
+        running is not drawn for a seat it would miss (and be slashed for)."""
+        self._in_pool = join
+        if bool(provider.capabilities & Capability.VERIFIER) == join:
+            return
+        bits = provider.capabilities | Capability.VERIFIER if join else provider.capabilities & ~Capability.VERIFIER
+        try:
+            self.market.set_capabilities(int(bits))
+        except errors.ContractError as exc:
+            logger.warning("could not %s the verifier pool: %s", "join" if join else "leave", exc)
+            return
+        if join:
+            logger.info("joined the verifier pool: may be drawn to audit and verify jobs (weight: the whole stake)")
+        else:
+            logger.info("left the verifier pool: no more audit or verifier seats will be drawn for this node")
 
     def _rpc(self, call: Callable[[], Any]) -> Any:
         try:
@@ -491,8 +522,14 @@ class ProviderNode:
                 self._keep_until(job_id, self._clock.now() + terms.fill_timeout)
                 self._consider(job_id, Round.MAIN, event)
             elif event.name == "RoundOpened" and job_id is not None:
+                # Audit and verification seats are drawn (DrawPending), never bid for.
                 self._keep_until(job_id, int(event.args["fillDeadline"]))
-                self._consider(job_id, Round(event.args["round"]), event)
+            elif event.name == "DrawPending" and job_id is not None:
+                if self.keeper:
+                    self._set_watch(
+                        Watch(job_id=JobId(job_id), kind=WatchKind.DRAW, round=int(event.args["round"]),
+                              count=int(event.args["afterBlock"]))
+                    )  # fmt: skip
             elif event.name == "SlotSlashed" and job_id is not None and event.args.get("reopened"):
                 self._keep_until(job_id, self._clock.now() + self._job_posted(job_id).terms.fill_timeout)
                 self._consider(job_id, Round.MAIN, event)
@@ -506,6 +543,8 @@ class ProviderNode:
             elif event.name == "SlotAssigned" and job_id is not None:
                 if to_checksum_address(event.args["provider"]) != self.address:
                     self._joined(job_id)
+                elif Round(event.args["round"]) != Round.MAIN:
+                    self._drawn(job_id, int(event.args["slot"]), Round(event.args["round"]))
             elif event.name == "ProviderRegistered":
                 self._providers.add(to_checksum_address(event.args["provider"]))
                 for watch in self._watched(WatchKind.LEFT):
@@ -549,6 +588,65 @@ class ProviderNode:
             self._flush_watches()
         if event is not None:
             self.state.mark_handled(event.tx_hash, event.log_index, block=event.block_number)
+
+    def _drawn(self, job_id: int, slot: int, round_: Round) -> None:
+        """The pool drew us for an audit or verifier seat: our collateral is locked, run the job."""
+        terms = self._job_posted(job_id).terms
+        existing = self._record(job_id)
+        if existing is not None and existing.slot == slot and existing.terms_digest == terms.digest:
+            return  # the event again (a restart replays from the cursor)
+        self._save(
+            JobRecord(job_id=JobId(job_id), phase=JobPhase.ASSIGNED, slot=slot, round=int(round_),
+                      terms_digest=terms.digest)
+        )  # fmt: skip
+        logger.info(
+            "job_id=%s drawn from the verifier pool: %s seat, slot %d, collateral %d wei locked",
+            job_id, round_.name.lower(), slot, terms.collateral,
+        )  # fmt: skip
+        self._touch(job_id)
+        self._wake.set()
+
+    def _draw_pending(self, head: int) -> None:
+        """Carry out armed draws whose block hash exists now (any keeper may; the first one wins)."""
+        now = time.monotonic()
+        for watch in self._watched(WatchKind.DRAW):
+            job_id = int(watch.job_id)
+            # The armed block is mined (we read its event): a draw sent now lands in a later one.
+            if head < watch.count or self._held(job_id, "draw"):
+                continue
+            # Keepers spread their first try over half a second so they rarely race.
+            first = self._draw_seen.setdefault(job_id, now)
+            if now < first + 0.5 * self._spread(job_id):
+                continue
+            try:
+                terms = self._job_posted(job_id).terms
+            except errors.UnknownJob:
+                self._forget(job_id)
+                continue
+            job = self.market.job(job_id)
+            armed = (job.status == JobStatus.OPEN and job.round != Round.MAIN) or (
+                job.status == JobStatus.RUNNING and job.flags & FLAG_DRAW_PENDING
+            )
+            if not armed or job.terms_digest != terms.digest or self._clock.now() >= job.deadline:
+                self._unwatch(job_id, WatchKind.DRAW)  # drawn by another keeper, or timeout's now
+                self._draw_seen.pop(job_id, None)
+                continue
+            try:
+                result = self.market.draw(job_id, terms)
+            except (errors.ContractError, errors.TransactionFailed) as exc:
+                self._hold_for(job_id, "draw")
+                logger.info("job_id=%s draw refused (another keeper first?): %s", job_id, exc)
+                continue
+            self._unwatch(job_id, WatchKind.DRAW)
+            self._draw_seen.pop(job_id, None)
+            seats = [f"{e.args['slot']}:{e.args['provider']}" for e in result.named("SlotAssigned")]
+            if not seats and result.named("DrawPending"):
+                # Nobody eligible in the pool yet: re-armed. Do not spend a transaction per poll.
+                self._hold[(job_id, "draw")] = time.monotonic() + max(5.0, self.keeper_retry)
+            logger.info(
+                "job_id=%s keeper: draw (%s%s)", job_id, ", ".join(e.name for e in result.events) or "no events",
+                f"; seats {' '.join(seats)}" if seats else "",
+            )  # fmt: skip
 
     def _joined(self, job_id: int) -> None:
         """Another provider took a slot: a round we left may fill now, so bid again."""
@@ -616,6 +714,8 @@ class ProviderNode:
         if existing is not None and not (existing.phase == JobPhase.ABANDONED and existing.slot is None):
             return "skip"  # one slot per job: verifiers must be fresh, and we hold or held one
         terms = posted.terms
+        if round_ != Round.MAIN:
+            return "skip"  # audit and verifier seats are drawn from the pool, not bid for
         job = self.market.job(job_id)
         if job.status != JobStatus.OPEN or job.round != round_ or self._clock.now() >= job.deadline:
             logger.debug("job_id=%s not open for %s bids (status %s)", job_id, round_.name.lower(), job.status.name)
@@ -774,9 +874,7 @@ class ProviderNode:
             if record.phase == JobPhase.ASSIGNED:
                 # No slot kept: the node never ran the job, so it may bid again if a slot reopens
                 # (the contract's freshness rule looks at the current slot holders only).
-                self._save(
-                    replace(record, phase=JobPhase.ABANDONED, slot=None, error="lost the slot to a cheaper bid")
-                )
+                self._save(replace(record, phase=JobPhase.ABANDONED, slot=None, error="lost the slot to a cheaper bid"))
                 logger.info("job_id=%s lost slot %d to a cheaper bid", job_id, record.slot)
             else:
                 self._save(replace(record, phase=JobPhase.SETTLED, error="slot reassigned after a missed deadline"))
@@ -799,7 +897,7 @@ class ProviderNode:
         if slot.state == SlotState.ASSIGNED:
             if job.status == JobStatus.RUNNING and job.round == my_round:
                 self._run_or_commit(record, posted, job, slot)
-            elif job.status == JobStatus.OPEN and job.round == my_round:
+            elif job.status == JobStatus.OPEN and job.round == my_round == Round.MAIN:
                 self._maybe_leave(record, terms, job)
         elif slot.state == SlotState.COMMITTED:
             if record.phase != JobPhase.COMMITTED:
@@ -1153,8 +1251,11 @@ class ProviderNode:
 
     def _keeper_grace(self, job_id: int) -> float:
         """Seconds past a deadline before keeping another's job: 2 to 4, spread by address."""
-        spread = hashlib.sha256(f"{self.address}:{job_id}".encode()).digest()[0] / 255
-        return _KEEPER_GRACE * (1.0 + spread)
+        return _KEEPER_GRACE * (1.0 + self._spread(job_id))
+
+    def _spread(self, job_id: int) -> float:
+        """A number in [0, 1] fixed by address and job, so keepers take turns rather than race."""
+        return hashlib.sha256(f"{self.address}:{job_id}".encode()).digest()[0] / 255
 
     def _check_fork(self, latest: Any) -> None:
         """Notice that the chain replaced blocks we read (a reorg, or a node restored from older

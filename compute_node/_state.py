@@ -64,6 +64,7 @@ class WatchKind(enum.StrEnum):
     PARENTS = "parents"  # the job waits for its parents to finalize
     LEFT = "left"  # the node left a round that did not fill: bid again when another provider joins
     KEEP = "keep"  # another client's job: time it out when its phase deadline passes
+    DRAW = "draw"  # a draw is armed (audit decision, audit or verifier seats): carry it out
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,9 +74,10 @@ class Watch:
     Attributes:
         job_id: The job.
         kind: Why.
-        round: The round it would bid in (DEFER, PARENTS, LEFT).
+        round: The round it would bid in (DEFER, PARENTS, LEFT), or the draw is for (DRAW).
         deadline: The job's phase deadline (KEEP; chain seconds), or None.
-        count: How many times the node left the job's round (LEFT).
+        count: How many times the node left the job's round (LEFT); the block whose hash the
+            pending draw uses (DRAW).
     """
 
     job_id: JobId

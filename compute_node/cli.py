@@ -158,9 +158,7 @@ def run(
         ),
     ] = Path("~/.local/share/chain-scheduler/node"),
     price: Annotated[int, typer.Option(envvar="COMPUTE_NODE_PRICE", min=0, help="Wei per metered unit to bid.")] = 1,
-    capacity: Annotated[
-        int, typer.Option(envvar="COMPUTE_NODE_CAPACITY", min=1, help="Jobs executed at once.")
-    ] = 1,
+    capacity: Annotated[int, typer.Option(envvar="COMPUTE_NODE_CAPACITY", min=1, help="Jobs executed at once.")] = 1,
     pending_bids: Annotated[
         int, typer.Option(min=1, help="Bids on rounds that have not filled yet, at most (they lock collateral).")
     ] = 4,
@@ -332,7 +330,12 @@ def register(
     devnet_account: DevnetAccountOpt = None,
     capabilities: Annotated[
         list[str] | None,
-        typer.Option("--capability", "-c", help="Capabilities: wasm, docker, gpu (repeat or comma-separate)."),
+        typer.Option(
+            "--capability",
+            "-c",
+            help="Capabilities: wasm, docker, gpu, verifier (repeat or comma-separate) "
+            "\\[default: wasm,verifier]. verifier: may be drawn to audit and verify other providers' jobs.",
+        ),
     ] = None,
     add: Annotated[
         bool, typer.Option("--add", help="Already registered: add this stake and set these capabilities.")
@@ -343,7 +346,7 @@ def register(
     _configure_logging("WARNING")
     account = _load_account(key_file, key_env, devnet_account)
     amount = _parse_wei(stake)
-    bits = _capability_bits(capabilities or ["wasm"])
+    bits = _capability_bits(capabilities or ["wasm", "verifier"])
     w3 = _web3(rpc)
     try:
         chain_id = w3.eth.chain_id

@@ -36,6 +36,14 @@ contract ChainScheduler is IChainScheduler {
     /// window each time; after this many the job goes on with what was committed, or fails
     /// with the griefers' collateral in the client's refund.
     uint8 private constant MAX_REOPENS = 2;
+    /// @dev Bit 6 of `flags`: the audit decision waits for a draw (main commits all in).
+    uint8 private constant FLAG_DRAW_PENDING = 64;
+    /// @notice Capability bit of providers that opted in to be drawn as auditors and verifiers.
+    uint32 public constant VERIFIER = uint32(1) << 31;
+    /// @dev Candidates one seat's draw looks at before it gives up until the next draw. Each
+    /// refused candidate leaves the draw's sample space, so with at most this many ineligible
+    /// pool members a seat is always filled when anyone eligible exists.
+    uint256 private constant MAX_DRAW_TRIES = 16;
 
 
     /// @dev What a winner gets besides its pay, at settlement (memory only).
@@ -68,6 +76,16 @@ contract ChainScheduler is IChainScheduler {
     mapping(address account => uint256) private _credits;
     mapping(uint256 jobId => uint256) private _slashPool;
     mapping(uint256 jobId => Challenge) private _challenges;
+    /// @dev The verifier pool: a Fenwick (binary indexed) tree over members' weights, so that
+    /// a weight update and a weighted draw each cost O(log n) in the number of members.
+    /// `_tree[i]` sums the weights of leaves (i - lowbit(i), i]; `_members[i]` is leaf i's provider.
+    mapping(uint256 node => uint256) private _tree;
+    mapping(uint256 leaf => address) private _members;
+    /// @dev Leaves in use and the tree's capacity (a power of two, doubled as members join).
+    uint128 private _poolSize;
+    uint128 private _poolCap;
+    /// @dev The block whose hash a job's pending draw uses (see `DrawPending`).
+    mapping(uint256 jobId => uint256) private _drawBlock;
     /// @dev EIP-1153 transient storage: the guard costs 200 gas instead of two SSTOREs.
     bool private transient _entered;
 
@@ -93,6 +111,7 @@ contract ChainScheduler is IChainScheduler {
         p.registered = true;
         p.capabilities = capabilities;
         p.free = _toUint96(msg.value);
+        _syncPool(msg.sender, p);
         emit ProviderRegistered(msg.sender, capabilities, msg.value);
     }
 
@@ -104,12 +123,15 @@ contract ChainScheduler is IChainScheduler {
         // unlock that overflowed would freeze every job the provider is in.
         p.free = _toUint96(uint256(p.free) + p.locked + msg.value) - p.locked;
         p.unbondingAt = 0;
+        _syncPool(msg.sender, p);
         emit StakeAdded(msg.sender, msg.value, p.free);
     }
 
     /// @inheritdoc IChainScheduler
     function setCapabilities(uint32 capabilities) external {
-        _registered(msg.sender).capabilities = capabilities;
+        Provider storage p = _registered(msg.sender);
+        p.capabilities = capabilities;
+        _syncPool(msg.sender, p);
         emit CapabilitiesChanged(msg.sender, capabilities);
     }
 
@@ -118,6 +140,7 @@ contract ChainScheduler is IChainScheduler {
         Provider storage p = _registered(msg.sender);
         uint40 unlockAt = uint40(block.timestamp) + unbondingDelay;
         p.unbondingAt = unlockAt;
+        _syncPool(msg.sender, p);
         emit UnbondingStarted(msg.sender, unlockAt);
     }
 
@@ -166,11 +189,13 @@ contract ChainScheduler is IChainScheduler {
         _requireStatus(jobId, job, JobStatus.Open);
         _requireBefore(jobId, job.deadline);
         if (price > terms.maxPrice) revert ChainSchedulerPriceTooHigh(price, terms.maxPrice);
-        if (job.round == Round.Main) _requireParentsFinalized(jobId, terms);
+        // Whoever opens a verification round could otherwise fill it with its own accounts.
+        if (job.round != Round.Main) revert ChainSchedulerDrawnRound(jobId);
+        _requireParentsFinalized(jobId, terms);
         Provider storage p = _eligible(msg.sender, terms);
 
         (uint256 first, uint256 count) = _range(job.round, terms);
-        // Verifiers (audit, escalation, challenge) must be fresh: no earlier slot of this job.
+        // A provider that missed its commit cannot take its reopened slot back.
         _requireFresh(jobId, msg.sender, first + count);
         bool windowOpen = _bidWindowOpen(job, terms);
         uint256 index;
@@ -199,8 +224,8 @@ contract ChainScheduler is IChainScheduler {
     function withdrawBid(uint256 jobId, JobTerms calldata terms, uint8 slot) external {
         Job memory job = _load(jobId, terms);
         _requireStatus(jobId, job, JobStatus.Open);
-        (uint256 first, uint256 count) = _range(job.round, terms);
-        if (slot < first || slot >= first + count || job.filled == count || _reopens(job) != 0) {
+        (, uint256 count) = _range(job.round, terms);
+        if (job.round != Round.Main || slot >= count || job.filled == count || _reopens(job) != 0) {
             revert ChainSchedulerBidFinal(jobId, slot);
         }
         _heldSlot(jobId, slot, SlotState.Assigned);
@@ -208,6 +233,18 @@ contract ChainScheduler is IChainScheduler {
         job.filled -= 1;
         _unlock(_providers[msg.sender], terms.collateral);
         emit BidWithdrawn(jobId, slot, msg.sender);
+        _jobs[jobId] = job;
+    }
+
+    /// @inheritdoc IChainScheduler
+    function draw(uint256 jobId, JobTerms calldata terms) external {
+        Job memory job = _load(jobId, terms);
+        bool auditDecision = job.status == JobStatus.Running && job.flags & FLAG_DRAW_PENDING != 0;
+        bool seats = job.status == JobStatus.Open && job.round != Round.Main;
+        if (!auditDecision && !seats) revert ChainSchedulerNoDraw(jobId);
+        // Past the fill deadline an unfilled round is `timeout`'s to end.
+        if (seats) _requireBefore(jobId, job.deadline);
+        _draw(jobId, job, terms);
         _jobs[jobId] = job;
     }
 
@@ -271,7 +308,8 @@ contract ChainScheduler is IChainScheduler {
             revert ChainSchedulerWrongStatus(jobId, JobStatus.Running, status);
         }
         _requireAfter(jobId, job.deadline);
-        if (status == JobStatus.Open) _timeoutFill(jobId, job, terms);
+        if (job.flags & FLAG_DRAW_PENDING != 0) _draw(jobId, job, terms);
+        else if (status == JobStatus.Open) _timeoutFill(jobId, job, terms);
         else if (status == JobStatus.Running) _timeoutCommits(jobId, job, terms);
         else _timeoutReveals(jobId, job, terms);
         _jobs[jobId] = job;
@@ -368,6 +406,21 @@ contract ChainScheduler is IChainScheduler {
         return _slashPool[jobId];
     }
 
+    /// @notice The verifier pool: members (leaves used) and their total weight.
+    /// @return members Leaves in use (members that left keep a leaf of weight 0).
+    /// @return weight Sum of the members' weights.
+    function poolOf() external view returns (uint256 members, uint256 weight) {
+        members = _poolSize;
+        weight = _poolCap == 0 ? 0 : _tree[_poolCap];
+    }
+
+    /// @notice The block whose hash a job's pending draw uses (0 if it never had one).
+    /// @param jobId The job.
+    /// @return The block number.
+    function drawBlockOf(uint256 jobId) external view returns (uint256) {
+        return _drawBlock[jobId];
+    }
+
     /// @notice The bond of an open challenge (0 when none).
     /// @param jobId The job.
     /// @return The bond in wei.
@@ -385,19 +438,13 @@ contract ChainScheduler is IChainScheduler {
     }
 
     function _closeCommits(uint256 jobId, Job memory job, JobTerms calldata terms) private {
-        if (job.round == Round.Main && terms.auditBps != 0) {
-            // Drawn only now, after every commitment is in, so no provider can know at
-            // commit time whether its result will be checked. prevrandao is biasable by
-            // a block proposer at the cost of its block reward; that is the documented bound.
-            uint256 draw = uint256(keccak256(abi.encode(block.prevrandao, jobId, "audit"))) % BPS;
-            if (draw < terms.auditBps) {
-                // The auditor runs and commits before anyone reveals, so it has nothing to
-                // copy; the main commitments wait sealed until then.
-                job.flags |= FLAG_AUDIT_DRAWN;
-                emit CommitsClosed(jobId, job.round, true, 0);
-                _openRound(jobId, job, terms, Round.Audit);
-                return;
-            }
+        if (job.round == Round.Main && terms.auditBps != 0 && job.flags & FLAG_AUDIT_OPENED == 0) {
+            // The audit decision uses the hash of this block, which does not exist while the
+            // last commitment runs: no committer can know, or retry until, it is not audited.
+            job.flags |= FLAG_DRAW_PENDING;
+            job.deadline = _after(terms.fillTimeout);
+            _armDraw(jobId, Round.Audit);
+            return;
         }
         _beginReveals(jobId, job, terms);
     }
@@ -470,7 +517,9 @@ contract ChainScheduler is IChainScheduler {
         // Reassignment (seeds 002/003): a main slot that missed its commit is reopened
         // for a fresh provider unless the job is destructive (at most once) or has been
         // reopened MAX_REOPENS times already.
-        bool reopen = job.round == Round.Main && terms.safety != SafetyClass.Destructive && _reopens(job) < MAX_REOPENS;
+        // A drawn auditor or verifier that missed its commit is replaced by a new draw the same
+        // way: otherwise a main provider's own account, drawn as its auditor, could skip the audit.
+        bool reopen = (job.round != Round.Main || terms.safety != SafetyClass.Destructive) && _reopens(job) < MAX_REOPENS;
         bool reopened = false;
         for (uint256 i = first; i < first + count; ++i) {
             if (_slots[jobId][i].state != SlotState.Assigned) continue;
@@ -486,6 +535,7 @@ contract ChainScheduler is IChainScheduler {
             job.flags += uint8(1) << REOPEN_SHIFT;
             job.status = JobStatus.Open;
             job.deadline = _after(terms.fillTimeout);
+            if (job.round != Round.Main) _armDraw(jobId, job.round);
         } else if (job.committed != 0) {
             // Includes an auditor that missed its commit: the main replicas reveal unaudited.
             _closeCommits(jobId, job, terms);
@@ -518,6 +568,135 @@ contract ChainScheduler is IChainScheduler {
         job.deadline = _after(terms.fillTimeout);
         (, uint256 count) = _range(round, terms);
         emit RoundOpened(jobId, round, uint8(count), job.deadline);
+        // The audit round is opened by the draw that also fills its seat.
+        if (round == Round.Verify) _armDraw(jobId, round);
+    }
+
+    function _armDraw(uint256 jobId, Round round) private {
+        _drawBlock[jobId] = block.number;
+        emit DrawPending(jobId, round, block.number);
+    }
+
+    /// @dev Carry out a pending draw (see `draw`). The randomness is the hash of the block the
+    /// draw was armed in: unknown to the transaction that armed it, fixed before anyone draws.
+    function _draw(uint256 jobId, Job memory job, JobTerms calldata terms) private {
+        uint256 base = _drawBlock[jobId];
+        if (block.number <= base) revert ChainSchedulerDrawTooEarly(jobId, base);
+        bytes32 hash = blockhash(base);
+        Round round = job.flags & FLAG_DRAW_PENDING != 0 ? Round.Audit : job.round;
+        if (hash == 0) {
+            // Older than 256 blocks: nobody drew in time, and a stale hash may be known to
+            // whoever waited. Draw from a block that does not exist yet instead.
+            _armDraw(jobId, round);
+            return;
+        }
+        bytes32 random = keccak256(abi.encode(hash, jobId, job.flags));
+        if (job.flags & FLAG_DRAW_PENDING != 0) {
+            job.flags &= ~FLAG_DRAW_PENDING;
+            if (uint256(keccak256(abi.encode(random, "audit"))) % BPS >= terms.auditBps) {
+                _beginReveals(jobId, job, terms);
+                return;
+            }
+            // The auditor runs and commits before anyone reveals, so it has nothing to copy;
+            // the main commitments wait sealed until then. Its seat uses the same randomness.
+            job.flags |= FLAG_AUDIT_DRAWN;
+            emit CommitsClosed(jobId, Round.Main, true, 0);
+            _openRound(jobId, job, terms, Round.Audit);
+        }
+        _fillSeats(jobId, job, terms, random);
+    }
+
+    /// @dev Fill the empty seats of the current (audit or verification) round by draw; close
+    /// bidding when all are held, or arm another draw for the rest.
+    function _fillSeats(uint256 jobId, Job memory job, JobTerms calldata terms, bytes32 random) private {
+        (uint256 first, uint256 count) = _range(job.round, terms);
+        uint256 end = first + count;
+        for (uint256 i = first; i < end; ++i) {
+            SlotState state = _slots[jobId][i].state;
+            if (state != SlotState.Empty && state != SlotState.Slashed) continue;
+            address drawn = _drawSeat(jobId, terms, keccak256(abi.encode(random, i)), end);
+            if (drawn == address(0)) break;
+            Provider storage p = _providers[drawn];
+            p.free -= terms.collateral;
+            p.locked += terms.collateral;
+            _slots[jobId][i] = Slot({provider: drawn, price: terms.maxPrice, state: SlotState.Assigned});
+            job.filled += 1;
+            emit SlotAssigned(jobId, job.round, uint8(i), drawn, terms.maxPrice);
+        }
+        if (job.filled == count) _closeBidding(jobId, job, terms);
+        else _armDraw(jobId, job.round);
+    }
+
+    /// @dev Pool members a seat's draw refused, as intervals of the weight line sorted by leaf.
+    struct Refused {
+        uint256[] leaf;
+        uint256[] start;
+        uint256[] weight;
+        uint256 count;
+        uint256 total;
+    }
+
+    /// @dev One seat: sample the pool by weight until a member that may verify this job turns
+    /// up. Each refused member is taken out of the sample space (its interval of the weight
+    /// line is skipped), so the draw is a weighted draw without replacement.
+    function _drawSeat(uint256 jobId, JobTerms calldata terms, bytes32 random, uint256 end)
+        private
+        view
+        returns (address)
+    {
+        uint256 total = _poolCap == 0 ? 0 : _tree[_poolCap];
+        Refused memory refused = Refused({
+            leaf: new uint256[](MAX_DRAW_TRIES),
+            start: new uint256[](MAX_DRAW_TRIES),
+            weight: new uint256[](MAX_DRAW_TRIES),
+            count: 0,
+            total: 0
+        });
+        for (uint256 t = 0; t < MAX_DRAW_TRIES && total > refused.total; ++t) {
+            uint256 r = uint256(keccak256(abi.encode(random, t))) % (total - refused.total);
+            // Step over each refused interval that starts at or before r.
+            for (uint256 e = 0; e < refused.count && r >= refused.start[e]; ++e) {
+                r += refused.weight[e];
+            }
+            uint256 index = _treeFind(r);
+            address candidate = _members[index];
+            if (_mayVerify(jobId, terms, candidate, end)) return candidate;
+            _refuse(refused, index, _providers[candidate].poolWeight);
+        }
+        return address(0);
+    }
+
+    function _refuse(Refused memory refused, uint256 index, uint256 weight) private view {
+        uint256 start = _treePrefix(index - 1);
+        uint256 at = refused.count;
+        while (at > 0 && refused.leaf[at - 1] > index) {
+            refused.leaf[at] = refused.leaf[at - 1];
+            refused.start[at] = refused.start[at - 1];
+            refused.weight[at] = refused.weight[at - 1];
+            --at;
+        }
+        refused.leaf[at] = index;
+        refused.start[at] = start;
+        refused.weight[at] = weight;
+        refused.count += 1;
+        refused.total += weight;
+    }
+
+    /// @dev Whether a drawn pool member may take a seat of this job: not the client, holding
+    /// or having held no slot of it, able to run it, and with the free stake for its collateral.
+    function _mayVerify(uint256 jobId, JobTerms calldata terms, address candidate, uint256 end)
+        private
+        view
+        returns (bool)
+    {
+        if (candidate == terms.client) return false;
+        Provider storage p = _providers[candidate];
+        uint32 required = (uint32(1) << uint8(terms.executor)) | terms.capabilities;
+        if (p.capabilities & required != required || p.free < terms.collateral) return false;
+        for (uint256 i = 0; i < end; ++i) {
+            if (_slots[jobId][i].provider == candidate) return false;
+        }
+        return true;
     }
 
     function _succeed(uint256 jobId, Job memory job, JobTerms calldata terms, uint32 challengeWindow) private {
@@ -650,12 +829,34 @@ contract ChainScheduler is IChainScheduler {
     }
 
     function _fail(uint256 jobId, Job memory job, JobTerms calldata terms, FailReason reason) private {
+        uint256 end = _usedEnd(job, terms);
+        uint256 pool = _takeSlashPool(jobId);
+        if (pool != 0) pool = _payRevealers(jobId, end, pool);
         // Nobody can be shown wrong without a quorum: live collateral is released unpaid.
-        _releaseRange(jobId, 0, _usedEnd(job, terms), terms.collateral);
-        uint256 refund = _escrow(terms) + _takeSlashPool(jobId);
+        _releaseRange(jobId, 0, end, terms.collateral);
+        uint256 refund = _escrow(terms) + pool;
         _credit(terms.client, refund);
         job.status = JobStatus.Failed;
         emit JobFailed(jobId, reason, refund);
+    }
+
+    /// @dev A job that failed after some replicas revealed: the collateral of those that missed
+    /// a commit or a reveal goes to the ones that revealed, not to the client. Otherwise a client
+    /// holding one slot of a k = m job through another account could withhold its reveal, read
+    /// the honest replicas' result from their reveals, and be refunded the escrow plus its own
+    /// collateral: the result for free. Returns what is left for the client (the rounding dust,
+    /// or the whole pool when nobody revealed).
+    function _payRevealers(uint256 jobId, uint256 end, uint256 pool) private returns (uint256 rest) {
+        uint256 revealed = 0;
+        for (uint256 i = 0; i < end; ++i) {
+            if (_slots[jobId][i].state == SlotState.Revealed) ++revealed;
+        }
+        if (revealed == 0) return pool;
+        uint256 share = pool / revealed;
+        for (uint256 i = 0; i < end; ++i) {
+            if (_slots[jobId][i].state == SlotState.Revealed) _credit(_slots[jobId][i].provider, share);
+        }
+        return pool - share * revealed;
     }
 
     function _cancel(uint256 jobId, Job memory job, JobTerms calldata terms) private {
@@ -690,6 +891,7 @@ contract ChainScheduler is IChainScheduler {
         Provider storage p = _providers[s.provider];
         p.locked -= collateral;
         p.slashed += 1;
+        _syncPool(s.provider, p);
         _slashPool[jobId] += collateral;
         emit SlotSlashed(jobId, uint8(index), s.provider, collateral, reopened);
     }
@@ -708,6 +910,73 @@ contract ChainScheduler is IChainScheduler {
     function _unlock(Provider storage p, uint96 collateral) private {
         p.locked -= collateral;
         p.free += collateral;
+    }
+
+    // =========================================================== verifier pool
+
+    /// @dev Bring the pool's weight for a provider in line with its record: its whole stake
+    /// (free + locked, which bids and unlocks leave unchanged) while it has the VERIFIER bit
+    /// and is not unbonding, else 0. Stake-weighted: an operator that splits its stake over
+    /// many accounts has the same total weight.
+    function _syncPool(address provider, Provider storage p) private {
+        uint256 want = p.capabilities & VERIFIER != 0 && p.unbondingAt == 0 ? uint256(p.free) + p.locked : 0;
+        uint256 have = p.poolWeight;
+        if (want == have) return;
+        uint256 index = p.poolIndex;
+        if (index == 0) {
+            index = _joinPool(provider);
+            p.poolIndex = uint32(index);
+        }
+        if (want > have) _treeAdd(index, want - have, true);
+        else _treeAdd(index, have - want, false);
+        p.poolWeight = uint96(want);
+    }
+
+    /// @dev A new leaf. When the tree is full its capacity doubles: the new root covers every
+    /// leaf, so it starts as the old root (the nodes in between cover only empty leaves).
+    function _joinPool(address provider) private returns (uint256 index) {
+        uint256 cap = _poolCap;
+        index = uint256(_poolSize) + 1;
+        if (index > cap) {
+            uint256 grown = cap == 0 ? 1 : cap * 2;
+            if (cap != 0) _tree[grown] = _tree[cap];
+            _poolCap = uint128(grown);
+        }
+        _poolSize = uint128(index);
+        _members[index] = provider;
+    }
+
+    function _treeAdd(uint256 index, uint256 delta, bool up) private {
+        uint256 cap = _poolCap;
+        for (uint256 i = index; i <= cap; i += i & (~i + 1)) {
+            if (up) _tree[i] += delta;
+            else _tree[i] -= delta;
+        }
+    }
+
+    /// @dev Sum of the weights of leaves 1..index.
+    function _treePrefix(uint256 index) private view returns (uint256 sum) {
+        for (uint256 i = index; i > 0; i -= i & (~i + 1)) {
+            sum += _tree[i];
+        }
+    }
+
+    /// @dev The leaf whose interval of the weight line [0, total) holds r: the smallest index
+    /// whose prefix sum exceeds r (r < total).
+    function _treeFind(uint256 r) private view returns (uint256) {
+        uint256 cap = _poolCap;
+        uint256 pos = 0;
+        for (uint256 step = cap; step > 0; step >>= 1) {
+            uint256 next = pos + step;
+            if (next <= cap) {
+                uint256 node = _tree[next];
+                if (node <= r) {
+                    pos = next;
+                    r -= node;
+                }
+            }
+        }
+        return pos + 1;
     }
 
     // ================================================================= helpers

@@ -121,7 +121,10 @@ interface IChainScheduler {
 
     /// @notice A provider's stake and reputation.
     /// @dev Layout: slot A = free 96 | locked 96 | succeeded 32 | slashed 32;
-    /// slot B = capabilities 32 | unbondingAt 40 | audited 32 | registered 8.
+    /// slot B = capabilities 32 | unbondingAt 40 | audited 32 | registered 8 | poolIndex 32 |
+    /// poolWeight 96. A provider with the `VERIFIER` capability bit that is not unbonding is in
+    /// the verifier pool with weight free + locked (its whole stake); `poolIndex` is its leaf in
+    /// the pool's sum tree (0: never joined) and `poolWeight` the weight the tree holds for it.
     struct Provider {
         uint96 free;
         uint96 locked;
@@ -131,6 +134,8 @@ interface IChainScheduler {
         uint40 unbondingAt;
         uint32 audited;
         bool registered;
+        uint32 poolIndex;
+        uint96 poolWeight;
     }
 
     // ----------------------------------------------------------------- errors
@@ -292,6 +297,17 @@ interface IChainScheduler {
     error ChainSchedulerReentrantCall();
     /// @notice A zero amount was given where a positive one is needed.
     error ChainSchedulerZeroAmount();
+    /// @notice Audit and verification seats are drawn, never bid for.
+    /// @param jobId The job.
+    error ChainSchedulerDrawnRound(uint256 jobId);
+    /// @notice The job has no draw waiting (no audit decision, no audit or verifier seat to fill).
+    /// @param jobId The job.
+    error ChainSchedulerNoDraw(uint256 jobId);
+    /// @notice The draw's randomness does not exist yet: it is the hash of block `afterBlock`,
+    /// readable from the next block on.
+    /// @param jobId The job.
+    /// @param afterBlock The block whose hash the draw uses.
+    error ChainSchedulerDrawTooEarly(uint256 jobId, uint256 afterBlock);
     /// @notice An amount does not fit the 96-bit stake fields.
     /// @param amount The amount.
     error ChainSchedulerAmountTooLarge(uint256 amount);
@@ -350,6 +366,14 @@ interface IChainScheduler {
     /// @param seed The shared seed every replica receives.
     /// @param commitDeadline Commitments are due by then.
     event BiddingClosed(uint256 indexed jobId, Round round, bytes32 seed, uint40 commitDeadline);
+    /// @notice A draw is due: an audit decision (`round` Audit while the main round is Running)
+    /// or seats of an audit or verification round (`round` Audit or Verify while Open). Anyone
+    /// may call `draw` from block `afterBlock + 1` on; the draw uses that block's hash, which did
+    /// not exist when the transaction that armed the draw ran.
+    /// @param jobId The job.
+    /// @param round What is drawn for.
+    /// @param afterBlock The block whose hash the draw uses.
+    event DrawPending(uint256 indexed jobId, Round round, uint256 afterBlock);
     /// @notice A provider committed to a result.
     /// @param jobId The job.
     /// @param slot The slot index.
@@ -462,6 +486,18 @@ interface IChainScheduler {
     /// @param terms The job's terms.
     /// @param slot The caller's slot index.
     function withdrawBid(uint256 jobId, JobTerms calldata terms, uint8 slot) external;
+
+    /// @notice Anyone: carry out a pending draw (see `DrawPending`). An audit decision reveals
+    /// the main results unaudited or opens the audit round and draws its auditor; an audit or
+    /// verification round gets its empty seats filled by a stake-weighted draw from the verifier
+    /// pool (providers with the `VERIFIER` bit, weighted by their whole stake), skipping the
+    /// client, anyone who holds or held a slot of the job, and providers that lack the job's
+    /// capabilities or the free stake for its collateral. Drawn providers hold their seats at
+    /// `maxPrice`. Seats the draw could not fill, or a draw whose block hash has expired (older
+    /// than 256 blocks), arm a new draw from the current block.
+    /// @param jobId The job.
+    /// @param terms The job's terms.
+    function draw(uint256 jobId, JobTerms calldata terms) external;
 
     /// @notice Close bidding once the bid window is over and every slot is held.
     /// @param jobId The job.

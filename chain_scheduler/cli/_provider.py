@@ -75,7 +75,12 @@ def register(
     stake: Annotated[str, typer.Option(help="Stake to deposit: wei (1000) or with a unit (1ether).")] = "1ether",
     capabilities: Annotated[
         list[str] | None,
-        typer.Option("--capability", "-c", help="wasm, docker, gpu (repeat or comma-separate) \\[default: wasm]."),
+        typer.Option(
+            "--capability",
+            "-c",
+            help="wasm, docker, gpu, verifier (repeat or comma-separate) \\[default: wasm,verifier]. "
+            "verifier: may be drawn to audit and verify other providers' jobs.",
+        ),
     ] = None,
     rpc: RpcOpt = None,
     contract: ContractOpt = None,
@@ -91,7 +96,7 @@ def register(
     except ValueError as exc:
         raise fail(ExitCode.USAGE, str(exc)) from None
     try:
-        bits = capability_bits(capabilities or ["wasm"])
+        bits = capability_bits(capabilities or ["wasm", "verifier"])
     except ValueError as exc:
         raise fail(ExitCode.USAGE, str(exc)) from None
     m = market(endpoints(rpc, contract, None, devnet), account, key_file, key_env)

@@ -55,6 +55,8 @@ MAX_PRICE = 10
 MAX_UNITS = 1_000
 UNBONDING_DELAY = 3_600
 ALL_CAPS = Capability.WASM | Capability.DOCKER | Capability.GPU
+#: Bit 6 of Job.flags: the audit decision waits for a draw.
+FLAG_DRAW_PENDING = 64
 
 N_ACCOUNTS = 24
 ACCOUNT_BALANCE = 10**30
@@ -252,6 +254,17 @@ class Harness:
         else:
             self.tester.mine_blocks()
 
+    def set_pool(self, members: Iterable[str]) -> None:
+        """Make the verifier pool exactly ``members`` (VERIFIER bit on for them, off for every
+        other registered provider)."""
+        wanted = {to_checksum_address(m) for m in members}
+        registered = [*self.providers, self.chain.wasm_only, self.chain.docker_only]
+        for account in sorted(wanted | set(registered)):
+            p = self.provider(account)
+            on = bool(p.capabilities & Capability.VERIFIER)
+            if (account in wanted) != on:
+                self.as_(account).set_capabilities(p.capabilities ^ Capability.VERIFIER)
+
     def advance(self, seconds: int) -> None:
         self.travel_to(self.now() + seconds)
 
@@ -384,13 +397,35 @@ class Run:
         return tx
 
     def fill(self, providers: Sequence[str] | None = None, prices: Sequence[int] | None = None) -> list[TxResult]:
-        """Bid on every slot of the current round with fresh providers."""
+        """Fill every empty slot of the current round with fresh providers: bids for the main
+        round, a draw from a pool of exactly ``providers`` for an audit or verification round
+        (or for the audit decision, whose draw also seats the auditor)."""
         job = self.job
+        drawn = job.round != Round.MAIN or self.draw_pending
         count = {Round.MAIN: self.terms.k, Round.AUDIT: 1, Round.VERIFY: self.terms.verifiers}[job.round]
-        count -= job.filled
+        count = 1 if self.draw_pending else count - job.filled
         providers = list(providers) if providers is not None else self.fresh(count)
+        if drawn:
+            assert prices is None, "drawn seats are held at maxPrice"
+            return [self.draw(providers)]
         prices = list(prices) if prices is not None else [MAX_PRICE] * len(providers)
         return [self.bid(p, price) for p, price in zip(providers, prices, strict=True)]
+
+    def draw(self, pool: Sequence[str] | None = None, *, sender: str | None = None) -> TxResult:
+        """Carry out the pending draw, from a verifier pool of exactly ``pool`` when given
+        (the draw is random among pool members; a pool no bigger than the seats decides who
+        sits, not where). Records the drawn holders."""
+        if pool is not None:
+            self.h.set_pool(pool)
+        tx = self.h.as_(sender or self.h.deployer).draw(self.job_id, self.terms)
+        for assigned in tx.named("SlotAssigned"):
+            self.holders[int(assigned.args["slot"])] = to_checksum_address(assigned.args["provider"])
+        return tx
+
+    @property
+    def draw_pending(self) -> bool:
+        """Whether the audit decision waits for a draw (main commits all in)."""
+        return bool(self.job.flags & FLAG_DRAW_PENDING)
 
     def close_after_window(self) -> TxResult:
         job = self.job

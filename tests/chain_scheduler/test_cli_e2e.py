@@ -137,7 +137,7 @@ def test_a_new_provider_registers_runs_and_withdraws(devnet: Devnet, examples: d
     # Given: devnet account 9 registers as a provider from the client CLI
     registered = ok_json(cli(devnet, "provider", "register", "--account", "9", "--stake", "0.5ether", "--json"))
     assert registered["registered"] and registered["stake_free"] == 5 * 10**17
-    assert registered["capabilities"] == ["wasm"]
+    assert registered["capabilities"] == ["wasm", "verifier"]  # the default joins the verifier pool
 
     # When: it runs its daemon through `chainsched provider run` and a job needs all four providers
     daemon = subprocess.Popen(

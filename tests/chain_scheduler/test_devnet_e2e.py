@@ -127,7 +127,7 @@ def test_the_demo_batch_slashes_the_cheat_and_pays_every_honest_replica_price_ti
         prices: dict[str, int] = {str(Web3.to_checksum_address(p["address"])): p["price"] for p in record["providers"]}
         cheat = str(Web3.to_checksum_address(record["providers"][demo.CHEAT]["address"]))
         assert record["providers"][demo.CHEAT]["behaviour"] == "wrong"
-        assert all(p.capabilities == ("wasm", "docker") for p in net.status().providers)
+        assert all(p.capabilities == ("wasm", "docker", "verifier") for p in net.status().providers)
         assert record["docker_started"] is not engine_before
 
         with Client.from_devnet(net.root) as client:

@@ -61,7 +61,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from chain_scheduler import JobStatus, JobTerms, SafetyClass, SlotState, commitment, errors
+from chain_scheduler import Capability, JobStatus, JobTerms, SafetyClass, SlotState, commitment, errors
 from chain_scheduler._abi import artifact
 
 TEMPLATES: list[dict[str, Any]] = [
@@ -74,6 +74,7 @@ TEMPLATES: list[dict[str, Any]] = [
 ]
 TIMING: dict[str, Any] = {"fill_timeout": 400, "exec_timeout": 400, "reveal_window": 300, "challenge_window": 200}
 FLAG_VERIFY_OPENED = 4
+FLAG_DRAW_PENDING = 64
 LIVE = (SlotState.ASSIGNED, SlotState.COMMITTED, SlotState.REVEALED)
 N_PROVIDERS = 7  # the ones that bid; every registered provider's stake is checked
 
@@ -213,6 +214,8 @@ class MarketMachine(RuleBasedStateMachine):
         self.jobs: list[Tracked] = []
         self.frozen: dict[int, tuple[Any, ...]] = {}
         self.reader = StorageReader(chain)
+        # The bidders are the verifier pool too: drawn seats go to them (never to a job's holders).
+        self.h.set_pool(self.providers)
         self.view = self._read()
 
     def teardown(self) -> None:
@@ -301,7 +304,16 @@ class MarketMachine(RuleBasedStateMachine):
         return [
             t
             for t in self._with_status(JobStatus.OPEN)
-            if self.view.jobs[t.job_id][2] != 0 or set(t.terms.parents) <= done
+            if self.view.jobs[t.job_id][2] == 0 and set(t.terms.parents) <= done
+        ]
+
+    def _drawable(self) -> list[Tracked]:
+        # Audit and verification rounds waiting for seats, and audit decisions.
+        return [
+            t
+            for t in self._live()
+            if (self.view.status(t.job_id) == JobStatus.OPEN and self.view.jobs[t.job_id][2] != 0)
+            or (self.view.status(t.job_id) == JobStatus.RUNNING and self.view.jobs[t.job_id][7] & FLAG_DRAW_PENDING)
         ]
 
     def _live(self) -> list[Tracked]:
@@ -396,6 +408,20 @@ class MarketMachine(RuleBasedStateMachine):
                 return
             if tx.named("BiddingClosed"):
                 return
+
+    @precondition(lambda self: self._drawable())
+    @rule(data=st.data())
+    def draw(self, data: st.DataObject) -> None:
+        job = data.draw(st.sampled_from(self._drawable()))
+        try:
+            tx = self._as(self.h.deployer).draw(job.job_id, job.terms)
+        except errors.DeadlinePassed:
+            return
+        holders = {s.provider for s in self.view.slots[job.job_id]}
+        for e in tx.named("SlotAssigned"):
+            drawn = to_checksum_address(e.args["provider"])
+            assert drawn != job.terms.client and drawn not in holders, f"job {job.job_id}: {drawn} drawn twice"
+            holders.add(drawn)
 
     @precondition(lambda self: self._with_status(JobStatus.OPEN))
     @rule(data=st.data())
@@ -586,6 +612,17 @@ class MarketMachine(RuleBasedStateMachine):
                     expected[s.provider] += t.terms.collateral
         assert {p: locked for p, (_, locked) in v.stakes.items()} == expected
 
+        # The verifier pool: each member weighs its whole stake while opted in and not
+        # unbonding, and the tree's total is the sum of its members' weights.
+        weights = 0
+        for p in self.registered:
+            record = self.reader.read("_providers", p)
+            assert isinstance(record, dict)
+            opted = record["capabilities"] & Capability.VERIFIER and not record["unbondingAt"]
+            assert record["poolWeight"] == (record["free"] + record["locked"] if opted else 0), p
+            weights += record["poolWeight"]
+        assert self.h.market.pool()[1] == weights
+
 
 def test_market_invariants(chain: Chain, test_contracts: dict[str, dict[str, Any]]) -> None:
     SEEN.clear()
@@ -612,6 +649,14 @@ def test_market_invariants(chain: Chain, test_contracts: dict[str, dict[str, Any
         chain.market._terms.clear()
     print("events and reverts seen:", sorted(SEEN.items()))
     # A machine that never got anywhere would pass vacuously: it must have run whole lifecycles.
-    for name in ("BiddingClosed", "ResultRevealed", "JobSucceeded", "JobFinalized", "SlotSlashed", "Withdrawn"):
+    for name in (
+        "BiddingClosed",
+        "ResultRevealed",
+        "JobSucceeded",
+        "JobFinalized",
+        "SlotSlashed",
+        "Withdrawn",
+        "DrawPending",
+    ):
         assert SEEN[name] > 0, f"no {name} in any example: the machine is not reaching that far"
     assert SEEN["JobFailed"] + SEEN["JobCancelled"] > 0

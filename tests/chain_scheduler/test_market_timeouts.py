@@ -155,12 +155,32 @@ def test_reveal_timeout_without_quorum_fails(h: Harness) -> None:
     run.reveal(0)
     tx = run.timeout_now()
     assert names(tx) == ["SlotSlashed", "SlotSlashed", "JobFailed"]
-    assert events(tx, "JobFailed") == [
-        {"jobId": run.job_id, "reason": FailReason.NO_QUORUM, "refund": run.escrow + 2 * COLLATERAL}
-    ]
-    # The one provider that revealed cannot be shown wrong: released, not slashed.
+    assert events(tx, "JobFailed") == [{"jobId": run.job_id, "reason": FailReason.NO_QUORUM, "refund": run.escrow}]
+    # The one provider that revealed cannot be shown wrong: released, not slashed, and it gets
+    # the collateral of the two that withheld their reveals (not the client: a client holding
+    # those slots through its own accounts would otherwise get the revealed result for free).
     p = h.provider(run.holders[0])
     assert (p.free, p.locked, p.slashed) == (STAKE, 0, 0)
+    assert h.credit(run.holders[0]) == 2 * COLLATERAL
+    assert h.credit(run.client) == run.escrow
+
+
+def test_result_for_free_costs_the_client_its_sybils_collateral(h: Harness) -> None:
+    # A k=m job: the client's own provider account takes slot 1 and never reveals, hoping to
+    # read slot 0's result from its reveal and get everything back when the job fails.
+    honest, sybil = h.providers[4], h.providers[5]
+    run = h.post(k=2, m=2)
+    run.fill([honest, sybil])
+    run.commit(0)
+    run.commit(1)
+    run.reveal(0)
+    tx = run.timeout_now()
+    assert events(tx, "JobFailed")[0]["reason"] == FailReason.NO_QUORUM
+    # The client side (client and sybil) gets the escrow back and loses the sybil's collateral
+    # to the honest replica, which did the work: more than the job would have paid it.
+    assert h.credit(run.client) == run.escrow
+    assert h.provider(sybil).free + h.provider(sybil).locked == STAKE - COLLATERAL
+    assert h.credit(honest) == COLLATERAL > run.terms.max_units * run.terms.max_price
 
 
 def test_reveal_timeout_nobody_revealed(h: Harness) -> None:

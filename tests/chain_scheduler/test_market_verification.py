@@ -7,12 +7,13 @@ from typing import Any
 import pytest
 from chain_harness import BAD, COLLATERAL, GOOD, OTHER, STAKE, Harness, Run, events, names, reverts
 
-from chain_scheduler import FailReason, JobStatus, Round, SlotState, TxResult, errors, result_key
+from chain_scheduler import Capability, FailReason, JobStatus, Round, SlotState, TxResult, errors, result_key
 
 FLAG_AUDIT_DRAWN = 1
 FLAG_AUDIT_OPENED = 2
 FLAG_VERIFY_OPENED = 4
 FLAG_CHALLENGED = 8
+FLAG_DRAW_PENDING = 64
 PAY = 10 * 100  # MAX_PRICE × the default usage
 
 
@@ -31,9 +32,12 @@ def _escalated(h: Harness, **overrides: Any) -> tuple[Run, TxResult]:
 
 def test_no_quorum_escalates_to_fresh_verifiers(h: Harness) -> None:
     run, last = _escalated(h)
-    assert names(last) == ["ResultRevealed", "RoundOpened"]
+    assert names(last) == ["ResultRevealed", "RoundOpened", "DrawPending"]
     assert events(last, "RoundOpened") == [
         {"jobId": run.job_id, "round": Round.VERIFY, "slots": 3, "fillDeadline": _at(h, last) + run.terms.fill_timeout}
+    ]
+    assert events(last, "DrawPending") == [
+        {"jobId": run.job_id, "round": Round.VERIFY, "afterBlock": last.block_number}
     ]
     job = run.job
     assert (job.status, job.round, job.filled, job.committed, job.revealed, job.flags) == (
@@ -44,16 +48,20 @@ def test_no_quorum_escalates_to_fresh_verifiers(h: Harness) -> None:
         0,
         FLAG_VERIFY_OPENED,
     )
-    # Verifiers must be fresh.
-    with reverts(errors.AlreadyInJob, jobId=run.job_id, provider=run.holders[1]):
-        h.as_(run.holders[1]).bid(run.job_id, 5, run.terms)
+    # Verifier seats are drawn: nobody bids for them, fresh or not.
+    for bidder in (run.holders[1], run.fresh(1)[0]):
+        with reverts(errors.DrawnRound, jobId=run.job_id):
+            h.as_(bidder).bid(run.job_id, 5, run.terms)
     # Not cancellable while verifiers are sought.
     with reverts(errors.NotCancellable, jobId=run.job_id):
         run.cancel()
 
-    bids = run.fill()
+    pool = run.fresh(3)
+    bids = run.fill(pool)
     assert [e["slot"] for e in events(bids, "SlotAssigned")] == [4, 5, 6]
     assert {e["round"] for e in events(bids, "SlotAssigned")} == {Round.VERIFY}
+    assert {e["provider"] for e in events(bids, "SlotAssigned")} == set(pool)
+    assert {e["price"] for e in events(bids, "SlotAssigned")} == {run.terms.max_price}
     (closed,) = events(bids[-1], "BiddingClosed")
     main_seed = h.market.events(names=("BiddingClosed",), job_id=run.job_id)[0].args["seed"]
     assert (closed["round"], closed["seed"]) == (Round.VERIFY, main_seed)
@@ -99,7 +107,7 @@ def test_every_round_gets_the_same_seed(h: Harness) -> None:
     run.commit(0, GOOD)
     run.commit(1, BAD)
     run.commit(2, OTHER)
-    run.fill()  # the auditor
+    run.fill()  # the audit decision and the auditor
     run.commit(3, GOOD)
     run.reveal_all()  # no quorum: verifiers
     run.fill()
@@ -122,27 +130,54 @@ def test_escalation_verifiers_without_majority_fail_the_job(h: Harness) -> None:
 
 def test_escalation_unfilled_fails_the_job(h: Harness) -> None:
     run, _ = _escalated(h)
-    run.bid(run.fresh(1)[0])
+    tx = run.draw(run.fresh(1))  # one eligible pool member for three seats
+    assert names(tx) == ["SlotAssigned", "DrawPending"]
+    assert (run.status, run.job.filled) == (JobStatus.OPEN, 1)
     tx = run.timeout_now()
     assert events(tx, "JobFailed") == [{"jobId": run.job_id, "reason": FailReason.NO_QUORUM, "refund": run.escrow}]
     for p in run.holders.values():
         assert h.provider(p).locked == 0
 
 
-def test_escalation_verifier_missing_its_commit_is_slashed_not_reopened(h: Harness) -> None:
+def test_escalation_verifier_missing_its_commit_is_slashed_and_redrawn(h: Harness) -> None:
     run, _ = _escalated(h)
     run.fill()
     run.commit(4, GOOD)
     run.commit(5, GOOD)
+    missed = run.holders[6]
     tx = run.timeout_now()
-    assert names(tx) == ["SlotSlashed", "CommitsClosed"]
+    assert names(tx) == ["SlotSlashed", "DrawPending"]
     assert events(tx, "SlotSlashed")[0] == {
         "jobId": run.job_id,
         "slot": 6,
-        "provider": run.holders[6],
+        "provider": missed,
         "amount": COLLATERAL,
-        "reopened": False,
+        "reopened": True,
     }
+    assert (run.status, run.job.round, run.job.filled, run.job.committed) == (JobStatus.OPEN, Round.VERIFY, 2, 2)
+    # The one that missed stays out (its Slashed record is a slot of the job): the pool offers
+    # it and a fresh provider, and the fresh one is drawn.
+    (fresh,) = run.fresh(1, exclude=[missed])
+    tx = run.draw([missed, fresh])
+    assert [(e["slot"], e["provider"]) for e in events(tx, "SlotAssigned")] == [(6, fresh)]
+    run.commit(6, GOOD)
+    run.reveal_all()
+    assert (run.status, run.job.winner) == (JobStatus.SUCCEEDED, 4)
+
+
+def test_escalation_verifier_redrawn_at_most_twice(h: Harness) -> None:
+    run, _ = _escalated(h)
+    run.fill()
+    run.commit(4, GOOD)
+    run.commit(5, GOOD)
+    for _ in range(2):
+        tx = run.timeout_now()  # slot 6 never commits
+        assert names(tx) == ["SlotSlashed", "DrawPending"]
+        assert events(tx, "SlotSlashed")[0]["reopened"] is True
+        run.fill()
+    tx = run.timeout_now()
+    assert names(tx) == ["SlotSlashed", "CommitsClosed"]
+    assert events(tx, "SlotSlashed")[0]["reopened"] is False
     run.reveal_all()
     assert (run.status, run.job.winner) == (JobStatus.SUCCEEDED, 4)
 
@@ -165,33 +200,27 @@ def _audit_open(h: Harness, **overrides: Any) -> tuple[Run, TxResult]:
     return run, last
 
 
-def test_audit_opens_after_main_commits_and_before_any_reveal(h: Harness) -> None:
+def test_audit_decision_waits_for_a_block_the_last_commit_cannot_know(h: Harness) -> None:
     run, last = _audit_open(h)
 
-    assert names(last) == ["ResultCommitted", "CommitsClosed", "RoundOpened"]
-    assert events(last, "CommitsClosed") == [
-        {"jobId": run.job_id, "round": Round.MAIN, "audited": True, "revealDeadline": 0}
-    ]
-    assert events(last, "RoundOpened") == [
-        {"jobId": run.job_id, "round": Round.AUDIT, "slots": 1, "fillDeadline": _at(h, last) + run.terms.fill_timeout}
-    ]
+    # The last commit learns nothing: the decision uses the hash of its own block.
+    assert names(last) == ["ResultCommitted", "DrawPending"]
+    assert events(last, "DrawPending") == [{"jobId": run.job_id, "round": Round.AUDIT, "afterBlock": last.block_number}]
     job = run.job
-    assert (job.status, job.round, job.committed, job.flags) == (
-        JobStatus.OPEN,
-        Round.AUDIT,
-        3,
-        FLAG_AUDIT_DRAWN | FLAG_AUDIT_OPENED,
-    )
-    with reverts(errors.WrongStatus, jobId=run.job_id, expected=JobStatus.REVEALING, actual=JobStatus.OPEN):
+    assert (job.status, job.round, job.committed, job.flags) == (JobStatus.RUNNING, Round.MAIN, 3, FLAG_DRAW_PENDING)
+    assert job.deadline == _at(h, last) + run.terms.fill_timeout
+    assert h.market.draw_block_of(run.job_id) == last.block_number
+    with reverts(errors.WrongStatus, jobId=run.job_id, expected=JobStatus.REVEALING, actual=JobStatus.RUNNING):
         run.reveal(0)
-    with reverts(errors.AlreadyInJob, jobId=run.job_id, provider=run.holders[0]):
-        h.as_(run.holders[0]).bid(run.job_id, 5, run.terms)
-    with reverts(errors.NotCancellable, jobId=run.job_id):
+    with reverts(errors.WrongStatus, jobId=run.job_id, expected=JobStatus.OPEN, actual=JobStatus.RUNNING):
         run.cancel()
 
     (auditor,) = run.fresh(1)
-    tx = run.bid(auditor)
-    assert names(tx) == ["SlotAssigned", "BiddingClosed"]
+    tx = run.draw([auditor], sender=h.outsiders[0])  # anyone may draw
+    assert names(tx) == ["CommitsClosed", "RoundOpened", "SlotAssigned", "BiddingClosed"]
+    assert events(tx, "CommitsClosed") == [
+        {"jobId": run.job_id, "round": Round.MAIN, "audited": True, "revealDeadline": 0}
+    ]
     assert events(tx, "SlotAssigned")[0] == {
         "jobId": run.job_id,
         "round": Round.AUDIT,
@@ -202,6 +231,8 @@ def test_audit_opens_after_main_commits_and_before_any_reveal(h: Harness) -> Non
     main_seed = h.market.events(names=("BiddingClosed",), job_id=run.job_id)[0].args["seed"]
     assert events(tx, "BiddingClosed")[0]["seed"] == main_seed
     assert events(tx, "BiddingClosed")[0]["round"] == Round.AUDIT
+    with reverts(errors.NoDraw, jobId=run.job_id):
+        run.draw()
 
     tx = run.commit(3)
     assert names(tx) == ["ResultCommitted", "CommitsClosed"]
@@ -214,6 +245,25 @@ def test_audit_opens_after_main_commits_and_before_any_reveal(h: Harness) -> Non
         }
     ]
     assert (run.status, run.job.committed) == (JobStatus.REVEALING, 4)
+
+
+def test_audit_decision_nobody_draws_timeout_does(h: Harness) -> None:
+    run, _ = _audit_open(h)
+    h.set_pool(run.fresh(1))
+    tx = run.timeout_now()
+    assert names(tx) == ["CommitsClosed", "RoundOpened", "SlotAssigned", "BiddingClosed"]
+
+
+def test_audit_probability_half_audits_some_jobs_not_others(h: Harness) -> None:
+    h.set_pool(h.providers[2:4])
+    audited = []
+    for _ in range(16):
+        run = h.drive("running", k=1, m=1, verifiers=1, audit_bps=5_000, client=h.clients[0])
+        run.commit(0)
+        tx = run.draw()
+        audited.append(names(tx)[0] == "CommitsClosed" and events(tx, "CommitsClosed")[0]["audited"])
+    # Each decision is a fair coin from a block hash: all 16 alike has odds 2 in 65,536.
+    assert 0 < sum(audited) < 16
 
 
 def test_auditor_agrees_job_succeeds_auditor_paid_audited_counted(h: Harness) -> None:
@@ -241,7 +291,7 @@ def test_auditor_disagrees_verifiers_decide(h: Harness, verdict: str) -> None:
     run.fill()
     run.commit(3, BAD)
     txs = run.reveal_all()
-    assert names(txs[-1]) == ["ResultRevealed", "RoundOpened"]
+    assert names(txs[-1]) == ["ResultRevealed", "RoundOpened", "DrawPending"]
     assert events(txs[-1], "RoundOpened")[0]["round"] == Round.VERIFY
     assert events(txs[-1], "RoundOpened")[0]["slots"] == 2
     run.fill()
@@ -263,6 +313,8 @@ def test_auditor_disagrees_verifiers_decide(h: Harness, verdict: str) -> None:
 
 def test_audit_unfilled_main_replicas_reveal_unaudited(h: Harness) -> None:
     run, _ = _audit_open(h)
+    tx = run.draw([])  # nobody in the pool: the audit round opens and waits for a member
+    assert names(tx) == ["CommitsClosed", "RoundOpened", "DrawPending"]
     tx = run.timeout_now()
     assert names(tx) == ["CommitsClosed"]
     assert events(tx, "CommitsClosed") == [
@@ -282,28 +334,35 @@ def test_audit_unfilled_main_replicas_reveal_unaudited(h: Harness) -> None:
 
 def test_audited_counts_only_a_completed_audit(h: Harness) -> None:
     run, _ = _audit_open(h)
-    run.timeout_now()  # nobody takes the audit
+    run.draw([])
+    run.timeout_now()  # nobody could be drawn
     run.reveal_all()
     run.finalize()
     assert [h.provider(run.holders[i]).audited for i in range(3)] == [0, 0, 0]
 
 
-def test_auditor_missing_its_commit_is_slashed_and_reveals_go_on(h: Harness) -> None:
+def test_auditor_missing_its_commit_is_slashed_and_redrawn(h: Harness) -> None:
+    # Otherwise a main provider's own account, drawn as its auditor, could skip the audit.
     run, _ = _audit_open(h)
     (auditor,) = run.fresh(1)
-    run.bid(auditor)
+    run.fill([auditor])
     tx = run.timeout_now()
-    assert names(tx) == ["SlotSlashed", "CommitsClosed"]
+    assert names(tx) == ["SlotSlashed", "DrawPending"]
     assert events(tx, "SlotSlashed")[0] == {
         "jobId": run.job_id,
         "slot": 3,
         "provider": auditor,
         "amount": COLLATERAL,
-        "reopened": False,
+        "reopened": True,
     }
+    assert (run.status, run.job.round) == (JobStatus.OPEN, Round.AUDIT)
+    run.fill()
+    assert run.holders[3] != auditor
+    run.commit(3)
     run.reveal_all()
     tx = run.finalize()
-    share = COLLATERAL // 4
+    assert [e["slot"] for e in events(tx, "ProviderPaid")] == [0, 1, 2, 3]
+    share = COLLATERAL // 5
     assert h.credit(run.holders[0]) == PAY + share
     assert h.provider(auditor).slashed == 1
 
@@ -330,7 +389,7 @@ def test_challenge_opens_fresh_verifiers_and_holds_the_bond(h: Harness) -> None:
 
     tx = run.challenge()
 
-    assert names(tx) == ["JobChallenged", "RoundOpened"]
+    assert names(tx) == ["JobChallenged", "RoundOpened", "DrawPending"]
     assert events(tx, "JobChallenged") == [{"jobId": run.job_id, "bond": COLLATERAL}]
     assert events(tx, "RoundOpened") == [
         {"jobId": run.job_id, "round": Round.VERIFY, "slots": 2, "fillDeadline": _at(h, tx) + run.terms.fill_timeout}
@@ -477,15 +536,33 @@ def test_challenge_verifiers_split_voids_it_and_the_odd_one_is_slashed(h: Harnes
     assert events(tx, "JobFinalized")[0]["challengeUpheld"] is False
 
 
-def test_challenge_verifiers_never_commit_voids_it(h: Harness) -> None:
+def test_challenge_verifiers_never_commit_are_redrawn_then_voided(h: Harness) -> None:
     run = _succeeded(h)
     run.challenge()
     run.fill()
     tx = run.timeout_now()
-    assert names(tx) == ["SlotSlashed", "SlotSlashed", "JobSucceeded"]
+    assert names(tx) == ["SlotSlashed", "SlotSlashed", "DrawPending"]
+    assert run.slot(2).state == SlotState.SLASHED
+    tx = run.timeout_now()  # nobody in the pool any more: the round cannot fill
+    assert names(tx) == ["JobSucceeded"]
     assert h.credit(run.client) == COLLATERAL
     tx = run.finalize(wait=False)
     share = 2 * COLLATERAL // 2
     assert h.credit(run.holders[0]) == PAY + share
     assert h.provider(run.holders[2]).slashed == 1
-    assert run.slot(2).state == SlotState.SLASHED
+
+
+def test_a_challenger_cannot_seat_its_own_accounts(h: Harness) -> None:
+    # The reviewed attack: the client challenges and its provider accounts bid for every
+    # verifier seat at once. Bids are refused; the draw seats pool members only, never the
+    # client (even when the client is a pool member) nor a holder of the job.
+    run = _succeeded(h, k=3, m=2, verifiers=3, client=h.clients[0])
+    sybils = run.fresh(3)
+    run.challenge()
+    for sybil in sybils:
+        with reverts(errors.DrawnRound, jobId=run.job_id):
+            h.as_(sybil).bid(run.job_id, 1, run.terms)
+    honest = run.fresh(3, exclude=sybils)
+    h.as_(run.client).register(Capability.WASM | Capability.DOCKER | Capability.VERIFIER, STAKE)
+    tx = run.draw([*honest, run.client, *(run.holders[i] for i in range(3))])
+    assert sorted(e["provider"] for e in events(tx, "SlotAssigned")) == sorted(honest)

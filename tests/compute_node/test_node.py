@@ -185,11 +185,22 @@ def daemons(chain: Chain) -> Iterator[list[Daemon]]:
         d.stop_quietly()
 
 
-def register(chain: Chain, *indexes: int) -> None:
+def register(chain: Chain, *indexes: int, verifier: bool = False) -> None:
+    """Register providers for Wasm; ``verifier`` puts them in the pool audits and verifiers are drawn from."""
     for i in indexes:
         provider = chain.market.with_account(devnet_account(i))
         if not provider.provider(provider.account).registered:
-            provider.register(Capability.WASM, ETH)
+            provider.register(Capability.WASM | (Capability.VERIFIER if verifier else 0), ETH)
+
+
+def empty_pool(chain: Chain, accounts: int = 32) -> None:
+    """Take every devnet account out of the verifier pool: the chain is shared by a module's
+    tests, and a draw must not seat a provider whose daemon an earlier test stopped."""
+    for i in range(accounts):
+        market = chain.market.with_account(devnet_account(i))
+        info = market.provider(market.account)
+        if info.registered and info.capabilities & Capability.VERIFIER:
+            market.set_capabilities(info.capabilities & ~Capability.VERIFIER)
 
 
 def post_wordcount_job(chain: Chain, wasm_examples: dict[str, Path], **overrides: int) -> tuple[int, JobTerms]:
@@ -572,21 +583,30 @@ def test_a_dead_rpc_node_is_retried_with_backoff_and_the_daemon_carries_on(
 def test_a_fourth_daemon_takes_the_audit_slot_and_confirms_the_result(
     chain: Chain, daemons: list[Daemon], wasm_examples: dict[str, Path]
 ) -> None:
-    # Given four daemons and a k=3 job that is always audited
-    register(chain, 22, 23, 24, 25)
+    # Given four daemons in the verifier pool and a k=3 job that is always audited
+    empty_pool(chain)
+    register(chain, 22, 23, 24, 25, verifier=True)
     daemons += [Daemon(chain=chain, index=i, name=f"audit{i}").start() for i in (22, 23, 24, 25)]
 
-    # When it runs: three daemons take the main slots, the audit round opens after their commits
+    # When it runs: three daemons take the main slots; after their commits a keeper draws the
+    # audit decision from a later block, and with it the auditor from the pool
     job_id, terms = post_wordcount_job(chain, wasm_examples, audit_bps=10_000, verifiers=1)
     finalize_after_challenge_window(chain, job_id, daemons)
 
-    # Then the fourth daemon took the audit slot (index k), agreed, and everyone was paid
+    # Then the fourth daemon (the only pool member not in the job) was drawn for the audit
+    # slot (index k), agreed, and everyone was paid
     assert [e.args["round"] for e in chain.events(job_id, "RoundOpened")] == [1]  # Round.AUDIT
+    (pending,) = chain.events(job_id, "DrawPending")
+    main_commits = [e for e in chain.events(job_id, "ResultCommitted") if e.args["slot"] < terms.k]
+    assert pending.block_number == main_commits[-1].block_number
     slots = chain.market.slots(job_id, terms)
     main = {s.provider for s in slots[: terms.k]}
     auditor = slots[terms.k].provider
     assert len(main) == 3 and auditor not in main
     assert auditor in {d.address for d in daemons}
+    (drawn,) = [d for d in daemons if d.address == auditor]
+    assert "drawn from the verifier pool: audit seat" in drawn.log()
+    assert any("keeper: draw" in d.log() for d in daemons)
     assert {e.args["provider"] for e in chain.events(job_id, "ProviderPaid")} == main | {auditor}
     assert not chain.events(job_id, "SlotSlashed")
     for provider in main:
@@ -639,6 +659,7 @@ def test_register_command_stakes_and_declares_capabilities_without_printing_the_
     assert data["capabilities"] == ["wasm", "gpu"]
     on_chain = chain.market.provider(account.address)
     assert on_chain.registered and on_chain.capabilities == int(Capability.WASM | Capability.GPU)
+    assert on_chain.pool_weight == 0  # not a verifier unless asked (the default asks)
 
     again = cli.invoke(app, [*base, "--stake", "1000"])
     assert again.exit_code == 4
@@ -647,6 +668,12 @@ def test_register_command_stakes_and_declares_capabilities_without_printing_the_
     assert added.exit_code == 0, added.output
     assert chain.market.provider(account.address).free == ETH // 2 + 1000
     assert chain.market.provider(account.address).capabilities == int(Capability.WASM)
+    default = cli.invoke(app, [*base, "--stake", "1", "--add"])
+    assert default.exit_code == 0, default.output
+    info = chain.market.provider(account.address)
+    assert info.capabilities == int(Capability.WASM | Capability.VERIFIER)
+    assert info.pool_weight == info.free + info.locked > 0
+    chain.market.with_account(account).set_capabilities(int(Capability.WASM))  # out of later tests' draws
     for output in (result.output, again.output, added.output):
         assert account.key.hex().removeprefix("0x") not in output
 

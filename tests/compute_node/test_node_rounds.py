@@ -183,8 +183,11 @@ def test_three_docker_daemons_agree_on_the_result_and_are_paid_the_median_cpu_ti
 def test_disagreeing_main_replicas_escalate_to_fresh_verifiers_who_decide(
     chain: Chain, daemons: list[test_node.Daemon], wasm_examples: dict[str, Path]
 ) -> None:
-    # Given an honest, a wrong and a lazy daemon: no two of them agree
-    register(chain, Capability.WASM, 5, 6, 7, 8, 9, 10)
+    # Given an honest, a wrong and a lazy daemon: no two of them agree; three more providers
+    # are the verifier pool
+    test_node.empty_pool(chain)
+    register(chain, Capability.WASM, 5, 6, 7)
+    register(chain, Capability.WASM | Capability.VERIFIER, 8, 9, 10)
     honest = Daemon(chain=chain, index=5, name="honest5").start()
     wrong = Daemon(chain=chain, index=6, name="wrong6", behaviour="wrong").start()
     lazy = Daemon(chain=chain, index=7, name="lazy7", behaviour="lazy").start()
@@ -193,11 +196,12 @@ def test_disagreeing_main_replicas_escalate_to_fresh_verifiers_who_decide(
     # When they take the main slots of a k=3 m=2 job with three verifiers
     job_id, terms = post_wordcount_job(chain, wasm_examples, verifiers=3)
     wait_for("the main slots to fill", lambda: chain.market.job(job_id).status != JobStatus.OPEN, daemons=daemons)
-    # and three fresh honest daemons join once the main round is taken
+    # and the three pool members start their daemons once the main round is taken
     verifiers = [Daemon(chain=chain, index=i, name=f"verifier{i}", price=3).start() for i in (8, 9, 10)]
     daemons += verifiers
 
-    # Then no quorum forms, a Verify round opens, and the verifiers' majority decides
+    # Then no quorum forms, a Verify round opens, a keeper draws the pool into its seats, and the
+    # verifiers' majority decides
     finalize_after_challenge_window(chain, job_id, daemons)
     assert [args["round"] for args in events(chain, job_id, "RoundOpened")] == [Round.VERIFY]
     slots = chain.market.slots(job_id, terms)
@@ -222,8 +226,9 @@ def test_disagreeing_main_replicas_escalate_to_fresh_verifiers_who_decide(
     fuel = int(str(paid[honest.address]["units"]))
     share, _client_share = pool_shares(2 * COLLATERAL, len(winners))
     for d in winners:
-        assert paid[d.address]["amount"] == d.price * fuel
-        wait_for(f"{d.name} to withdraw", has_withdrawn(chain, d.address, d.price * fuel + share), daemons=daemons)
+        price = d.price if d is honest else terms.max_price  # drawn seats are held at the job's max price
+        assert paid[d.address]["amount"] == price * fuel
+        wait_for(f"{d.name} to withdraw", has_withdrawn(chain, d.address, price * fuel + share), daemons=daemons)
     # The main replicas never bid for the verification: the daemon knows it is not fresh.
     assert not any("bid refused" in d.log() for d in (honest, wrong, lazy))
     for cheat in (wrong, lazy):
@@ -234,8 +239,10 @@ def test_disagreeing_main_replicas_escalate_to_fresh_verifiers_who_decide(
 def test_a_client_challenge_of_a_wrong_result_is_upheld_by_fresh_verifiers(
     chain: Chain, daemons: list[test_node.Daemon], wasm_examples: dict[str, Path]
 ) -> None:
-    # Given a k=1 job with three verifiers whose only replica is wrong
-    register(chain, Capability.WASM, 11, 12, 13, 14)
+    # Given a k=1 job with three verifiers whose only replica is wrong, and a pool of three
+    test_node.empty_pool(chain)
+    register(chain, Capability.WASM, 11)
+    register(chain, Capability.WASM | Capability.VERIFIER, 12, 13, 14)
     cheat = Daemon(chain=chain, index=11, name="wrong11", behaviour="wrong").start()
     daemons.append(cheat)
     job_id, terms = post_wordcount_job(chain, wasm_examples, k=1, m=1, verifiers=3, challenge_window=30)
@@ -277,7 +284,7 @@ def test_a_client_challenge_of_a_wrong_result_is_upheld_by_fresh_verifiers(
     assert chain.market.credit_of(client.account) - credit_before == refund + COLLATERAL - share * 3 + COLLATERAL
     for d in verifiers:
         amount = int(str(paid[d.address]["amount"]))
-        assert amount == d.price * int(str(paid[d.address]["units"])) > 0
+        assert amount == terms.max_price * int(str(paid[d.address]["units"])) > 0
         wait_for(f"{d.name} to withdraw", has_withdrawn(chain, d.address, amount + share), daemons=daemons)
     assert chain.market.provider(cheat.address).slashed == 1
     assert "behaviour=wrong" in cheat.log()
