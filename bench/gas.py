@@ -228,15 +228,19 @@ def pool_scaling() -> dict[str, dict[str, int]]:
         client = market.with_account(accounts[1])
         main = market.with_account(accounts[2])
         main.register(Capability.WASM, 10**18)
-        terms = JobTerms.create(client=client.account, spec_cid=SPEC, executor=Executor.WASM, max_price=1_000,
-                                max_units=1_000_000, collateral=COLLATERAL, challenge_window=30, verifiers=3)  # fmt: skip
+        terms = JobTerms.create(
+            client=client.account, spec_cid=SPEC, executor=Executor.WASM, max_price=1_000, max_units=1_000_000,
+            collateral=COLLATERAL, challenge_window=30, verifiers=3,
+        )  # fmt: skip
         members = 0
         for size in POOL_SIZES:
             join = 0
             while members < size:
-                join = market.with_account(accounts[3 + members]).register(
-                    Capability.WASM | Capability.VERIFIER, 10**18 + members
-                ).gas_used
+                join = (
+                    market.with_account(accounts[3 + members])
+                    .register(Capability.WASM | Capability.VERIFIER, 10**18 + members)
+                    .gas_used
+                )
                 members += 1
             job = client.post_job(SPEC, terms)
             main.bid(job, 500, terms)

@@ -16,9 +16,22 @@ def artifact(name: str = "ChainScheduler") -> dict[str, Any]:
     return data
 
 
+@functools.cache
 def abi(name: str = "ChainScheduler") -> list[dict[str, Any]]:
-    value: list[dict[str, Any]] = artifact(name)["abi"]
+    """A contract's ABI. The market's includes its extension's functions, events and errors:
+    the market answers them too (its fallback runs them in the extension by delegatecall)."""
+    value: list[dict[str, Any]] = list(artifact(name)["abi"])
+    if name == "ChainScheduler":
+        seen = {_signature(entry) for entry in value}
+        for entry in artifact("ChainSchedulerExtension")["abi"]:
+            if entry["type"] in ("function", "event", "error") and _signature(entry) not in seen:
+                value.append(entry)
+                seen.add(_signature(entry))
     return value
+
+
+def _signature(entry: dict[str, Any]) -> tuple[str, str, tuple[str, ...]]:
+    return entry["type"], entry.get("name", ""), tuple(i["type"] for i in entry.get("inputs", []))
 
 
 def bytecode(name: str = "ChainScheduler") -> str:

@@ -42,6 +42,8 @@ from chain_scheduler._sender import TxSender
 
 logger = logging.getLogger(__name__)
 
+#: Gas for the deployment: the market and the extension it creates (about 7.3M together).
+DEPLOY_GAS = 10_000_000
 #: Gas sent with each transaction unless told otherwise. Explicit gas skips the
 #: estimation round trip; a revert then shows as a failed receipt, which is replayed
 #: as a call to decode the reason.
@@ -150,7 +152,7 @@ class Market:
         factory = w3.eth.contract(abi=abi(), bytecode=bytecode())
         # The constructor does no I/O, so a binding at no address yet can send the deployment.
         deployer = cls(w3=w3, address=ZERO_ADDRESS, account=account, gas=gas, sender=sender)
-        receipt = deployer._send_raw(factory.constructor(unbonding_delay), value=0, gas=6_000_000)
+        receipt = deployer._send_raw(factory.constructor(unbonding_delay), value=0, gas=DEPLOY_GAS)
         return cls(w3=w3, address=receipt["contractAddress"], account=account, gas=gas, sender=sender)
 
     def with_account(self, account: str | LocalAccount, *, sender: TxSender | None = None) -> Market:

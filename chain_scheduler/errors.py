@@ -27,7 +27,7 @@ what to do next.
         │     NotRegistered, AlreadyRegistered, MissingCapabilities, InsufficientStake,
         │     Unbonding, StakeLocked, AlreadyInJob, PriceTooHigh, BidNotCompetitive, BidFinal,
         │     NotSlotHolder, WrongSlotState, CommitmentMismatch
-        ├── AccessError              only the client may do this: NotClient
+        ├── AccessError              only the client may do this: NotClient; NotDelegated
         └── PaymentError             WrongBond, NothingToWithdraw, TransferFailed,
                                      ReentrantCall, ZeroAmount, AmountTooLarge
 """
@@ -514,6 +514,11 @@ class NotClient(AccessError):
     template = "Only job {jobId}'s client may do this ({caller} is not)."
 
 
+class NotDelegated(AccessError):
+    error_name = "NotDelegated"
+    template = "That address is the market's extension code, not a market: send the call to the market's address."
+
+
 # ---------------------------------------------------------------- payment
 
 
@@ -589,6 +594,7 @@ CONTRACT_ERRORS: dict[str, type[ContractError]] = {
         WrongSlotState,
         CommitmentMismatch,
         NotClient,
+        NotDelegated,
         WrongBond,
         NothingToWithdraw,
         TransferFailed,

@@ -914,7 +914,7 @@ class ProviderNode:
         assert record.slot is not None
         _first, count = _slot_range(job.round, terms)
         waited = time.time() - record.updated_at
-        if job.filled >= count or job.flags >> 4 or waited < self.fill_wait:
+        if job.filled >= count or (job.flags >> 4) & 3 or waited < self.fill_wait:  # 3: reopen count bits
             with self._lock:
                 self._retry_at[job_id] = time.monotonic() + max(self.fill_wait - waited, self.poll_interval)
             return

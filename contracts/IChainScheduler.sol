@@ -12,7 +12,7 @@ pragma solidity 0.8.28;
 /// reorg guard the design asks for: an action built for one set of terms cannot apply to
 /// a different job that reuses the same id after a reorg. The full terms, the spec CID and
 /// every result CID travel in events.
-interface IChainScheduler {
+interface IChainSchedulerTypes {
     // ------------------------------------------------------------------ enums
 
     /// @notice How a job is executed. The value is also the bit index of the matching
@@ -445,7 +445,10 @@ interface IChainScheduler {
     /// @param account The receiver.
     /// @param amount The amount.
     event Withdrawn(address indexed account, uint256 amount);
+}
 
+/// @title The chain-scheduler market's functions (types, errors and events in `IChainSchedulerTypes`).
+interface IChainScheduler is IChainSchedulerTypes {
     // -------------------------------------------------------------- functions
 
     /// @notice Become a provider: deposit stake and declare capabilities (bit 0 Wasm, 1 Docker, 2 GPU…).

@@ -254,9 +254,10 @@ class Harness:
         else:
             self.tester.mine_blocks()
 
-    def set_pool(self, members: Iterable[str]) -> None:
+    def set_pool(self, members: Iterable[str]) -> bool:
         """Make the verifier pool exactly ``members`` (VERIFIER bit on for them, off for every
-        other registered provider)."""
+        other registered provider). Returns whether anything changed."""
+        changed = False
         wanted = {to_checksum_address(m) for m in members}
         registered = [*self.providers, self.chain.wasm_only, self.chain.docker_only]
         for account in sorted(wanted | set(registered)):
@@ -264,6 +265,8 @@ class Harness:
             on = bool(p.capabilities & Capability.VERIFIER)
             if (account in wanted) != on:
                 self.as_(account).set_capabilities(p.capabilities ^ Capability.VERIFIER)
+                changed = True
+        return changed
 
     def advance(self, seconds: int) -> None:
         self.travel_to(self.now() + seconds)
@@ -415,9 +418,11 @@ class Run:
         """Carry out the pending draw, from a verifier pool of exactly ``pool`` when given
         (the draw is random among pool members; a pool no bigger than the seats decides who
         sits, not where). Records the drawn holders."""
-        if pool is not None:
-            self.h.set_pool(pool)
+        moved = self.h.set_pool(pool) if pool is not None else False
         tx = self.h.as_(sender or self.h.deployer).draw(self.job_id, self.terms)
+        if moved and not tx.named("SlotAssigned") and tx.named("DrawPending"):
+            # The pool changed after the draw was armed: it re-armed; draw from the new block.
+            tx = self.h.as_(sender or self.h.deployer).draw(self.job_id, self.terms)
         for assigned in tx.named("SlotAssigned"):
             self.holders[int(assigned.args["slot"])] = to_checksum_address(assigned.args["provider"])
         return tx

@@ -13,7 +13,7 @@ from chain_harness import (
     reverts,
 )
 
-from chain_scheduler import Capability, errors
+from chain_scheduler import Capability, Market, errors
 
 
 def test_register_records_stake_and_capabilities(h: Harness) -> None:
@@ -158,3 +158,12 @@ def test_stake_beyond_96_bits_is_refused(h: Harness) -> None:
     with reverts(errors.AmountTooLarge, amount=STAKE + 2**96 - 1):
         h.as_(provider).add_stake(2**96 - 1)
     assert h.provider(provider).free == STAKE
+
+
+def test_the_extension_refuses_direct_calls(h: Harness) -> None:
+    # Its own storage is not a market: stake sent to it directly would be lost.
+    extension = h.market.contract.functions.extension().call()
+    direct = Market(w3=h.w3, address=extension, account=h.outsiders[0])
+    with reverts(errors.NotDelegated):
+        direct.register(1, 10**18)
+    assert h.w3.eth.get_balance(extension) == 0

@@ -102,11 +102,17 @@ def test_deterministic_replicas_must_agree_on_usage(h: Harness) -> None:
 def test_deterministic_disagreeing_usage_is_no_quorum(h: Harness) -> None:
     run = h.drive("revealing", k=3, m=2, results=[(GOOD, 100), (GOOD, 101), (GOOD, 102)])
     txs = run.reveal_all()
-    assert events(txs[-1], "JobFailed") == [{"jobId": run.job_id, "reason": FailReason.NO_QUORUM, "refund": run.escrow}]
-    # Nobody can be shown wrong without a quorum: collateral comes back unslashed.
+    # Nobody can be shown wrong without a quorum: collateral comes back unslashed, and each
+    # revealed result is paid at the lower median usage (the client has read them all).
+    paid = 3 * 10 * 101
+    assert events(txs[-1], "JobFailed") == [
+        {"jobId": run.job_id, "reason": FailReason.NO_QUORUM, "refund": run.escrow - paid}
+    ]
+    assert [(e["slot"], e["units"]) for e in events(txs[-1], "ProviderPaid")] == [(0, 101), (1, 101), (2, 101)]
     for p in run.holders.values():
         assert (h.provider(p).free, h.provider(p).locked, h.provider(p).slashed) == (STAKE, 0, 0)
-    assert h.credit(run.client) == run.escrow
+        assert h.credit(p) == 10 * 101
+    assert h.credit(run.client) == run.escrow - paid
 
 
 def test_nondeterministic_winners_are_paid_the_lower_median(h: Harness) -> None:

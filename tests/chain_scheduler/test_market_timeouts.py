@@ -7,6 +7,8 @@ from chain_harness import BAD, COLLATERAL, GOOD, STAKE, Harness, destructive_ter
 
 from chain_scheduler import FailReason, JobStatus, Round, SlotState, errors
 
+PAY = 10 * 100  # MAX_PRICE × the default usage
+
 
 def test_timeout_before_the_deadline(h: Harness) -> None:
     run = h.post()
@@ -154,33 +156,39 @@ def test_reveal_timeout_without_quorum_fails(h: Harness) -> None:
     run = h.drive("revealing", k=3, m=2)
     run.reveal(0)
     tx = run.timeout_now()
-    assert names(tx) == ["SlotSlashed", "SlotSlashed", "JobFailed"]
-    assert events(tx, "JobFailed") == [{"jobId": run.job_id, "reason": FailReason.NO_QUORUM, "refund": run.escrow}]
-    # The one provider that revealed cannot be shown wrong: released, not slashed, and it gets
-    # the collateral of the two that withheld their reveals (not the client: a client holding
-    # those slots through its own accounts would otherwise get the revealed result for free).
+    assert names(tx) == ["SlotSlashed", "SlotSlashed", "ProviderPaid", "JobFailed"]
+    assert events(tx, "JobFailed") == [
+        {"jobId": run.job_id, "reason": FailReason.NO_QUORUM, "refund": run.escrow - PAY}
+    ]
+    # The one provider that revealed cannot be shown wrong: released, not slashed, paid for
+    # its result, and it gets the collateral of the two that withheld their reveals (not the
+    # client: a client holding those slots through its own accounts would otherwise get the
+    # revealed result for free).
     p = h.provider(run.holders[0])
     assert (p.free, p.locked, p.slashed) == (STAKE, 0, 0)
-    assert h.credit(run.holders[0]) == 2 * COLLATERAL
-    assert h.credit(run.client) == run.escrow
+    assert h.credit(run.holders[0]) == PAY + 2 * COLLATERAL
+    assert h.credit(run.client) == run.escrow - PAY
 
 
-def test_result_for_free_costs_the_client_its_sybils_collateral(h: Harness) -> None:
-    # A k=m job: the client's own provider account takes slot 1 and never reveals, hoping to
-    # read slot 0's result from its reveal and get everything back when the job fails.
+@pytest.mark.parametrize("sybil_reveals", ["nothing", "garbage"])
+def test_the_result_is_never_free_for_a_client_holding_a_slot(h: Harness, sybil_reveals: str) -> None:
+    # A k=m job: the client's own provider account takes slot 1 and either withholds its reveal
+    # or reveals garbage, so that no quorum forms; it reads slot 0's result from its reveal.
     honest, sybil = h.providers[4], h.providers[5]
     run = h.post(k=2, m=2)
     run.fill([honest, sybil])
     run.commit(0)
-    run.commit(1)
+    run.commit(1, BAD)
     run.reveal(0)
-    tx = run.timeout_now()
+    tx = run.reveal(1) if sybil_reveals == "garbage" else run.timeout_now()
     assert events(tx, "JobFailed")[0]["reason"] == FailReason.NO_QUORUM
-    # The client side (client and sybil) gets the escrow back and loses the sybil's collateral
-    # to the honest replica, which did the work: more than the job would have paid it.
-    assert h.credit(run.client) == run.escrow
-    assert h.provider(sybil).free + h.provider(sybil).locked == STAKE - COLLATERAL
-    assert h.credit(honest) == COLLATERAL > run.terms.max_units * run.terms.max_price
+    # The honest replica is paid for the result the client read, and a withheld reveal also
+    # costs the sybil its collateral, which goes to the honest replica.
+    side_before = STAKE + run.escrow
+    side_after = h.provider(sybil).free + h.credit(sybil) + h.credit(run.client)
+    withheld = COLLATERAL if sybil_reveals == "nothing" else 0
+    assert h.credit(honest) == PAY + withheld
+    assert side_before - side_after == PAY + withheld > 0
 
 
 def test_reveal_timeout_nobody_revealed(h: Harness) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -123,7 +124,11 @@ def test_escalation_verifiers_without_majority_fail_the_job(h: Harness) -> None:
     run.commit(5, BAD)
     run.commit(6, OTHER)
     txs = run.reveal_all()
-    assert events(txs[-1], "JobFailed") == [{"jobId": run.job_id, "reason": FailReason.NO_QUORUM, "refund": run.escrow}]
+    # Six revealed results, none a majority: each paid, nobody slashed.
+    assert events(txs[-1], "JobFailed") == [
+        {"jobId": run.job_id, "reason": FailReason.NO_QUORUM, "refund": run.escrow - 6 * PAY}
+    ]
+    assert len(events(txs[-1], "ProviderPaid")) == 6
     for p in run.holders.values():
         assert (h.provider(p).locked, h.provider(p).slashed) == (0, 0)
 
@@ -134,7 +139,10 @@ def test_escalation_unfilled_fails_the_job(h: Harness) -> None:
     assert names(tx) == ["SlotAssigned", "DrawPending"]
     assert (run.status, run.job.filled) == (JobStatus.OPEN, 1)
     tx = run.timeout_now()
-    assert events(tx, "JobFailed") == [{"jobId": run.job_id, "reason": FailReason.NO_QUORUM, "refund": run.escrow}]
+    # The three main replicas revealed (no quorum): paid; the drawn verifier never ran.
+    assert events(tx, "JobFailed") == [
+        {"jobId": run.job_id, "reason": FailReason.NO_QUORUM, "refund": run.escrow - 3 * PAY}
+    ]
     for p in run.holders.values():
         assert h.provider(p).locked == 0
 
@@ -185,15 +193,20 @@ def test_escalation_verifier_redrawn_at_most_twice(h: Harness) -> None:
 def test_no_quorum_and_no_verifiers_fails_with_refund(h: Harness) -> None:
     run = h.drive("revealing", k=3, m=2, results=[(GOOD, 100), (BAD, 100), (OTHER, 100)])
     txs = run.reveal_all()
-    assert events(txs[-1], "JobFailed") == [{"jobId": run.job_id, "reason": FailReason.NO_QUORUM, "refund": run.escrow}]
-    assert h.credit(run.client) == run.escrow
+    assert events(txs[-1], "JobFailed") == [
+        {"jobId": run.job_id, "reason": FailReason.NO_QUORUM, "refund": run.escrow - 3 * PAY}
+    ]
+    assert h.credit(run.client) == run.escrow - 3 * PAY
 
 
 # ----------------------------------------------------------------------- audits
 
 
-def _audit_open(h: Harness, **overrides: Any) -> tuple[Run, TxResult]:
+def _audit_open(h: Harness, *, pool: Sequence[str] = (), **overrides: Any) -> tuple[Run, TxResult]:
+    """A k=3 job, always audited, whose main commits are in: the audit decision is armed.
+    ``pool`` is the verifier pool, set before the decision is armed."""
     run = h.drive("running", k=3, m=2, verifiers=2, audit_bps=10_000, **overrides)
+    h.set_pool(pool)
     run.commit(0)
     run.commit(1)
     last = run.commit(2)
@@ -201,7 +214,8 @@ def _audit_open(h: Harness, **overrides: Any) -> tuple[Run, TxResult]:
 
 
 def test_audit_decision_waits_for_a_block_the_last_commit_cannot_know(h: Harness) -> None:
-    run, last = _audit_open(h)
+    auditor = h.providers[-1]
+    run, last = _audit_open(h, pool=[auditor])
 
     # The last commit learns nothing: the decision uses the hash of its own block.
     assert names(last) == ["ResultCommitted", "DrawPending"]
@@ -215,8 +229,7 @@ def test_audit_decision_waits_for_a_block_the_last_commit_cannot_know(h: Harness
     with reverts(errors.WrongStatus, jobId=run.job_id, expected=JobStatus.OPEN, actual=JobStatus.RUNNING):
         run.cancel()
 
-    (auditor,) = run.fresh(1)
-    tx = run.draw([auditor], sender=h.outsiders[0])  # anyone may draw
+    tx = run.draw(sender=h.outsiders[0])  # anyone may draw
     assert names(tx) == ["CommitsClosed", "RoundOpened", "SlotAssigned", "BiddingClosed"]
     assert events(tx, "CommitsClosed") == [
         {"jobId": run.job_id, "round": Round.MAIN, "audited": True, "revealDeadline": 0}
@@ -248,10 +261,31 @@ def test_audit_decision_waits_for_a_block_the_last_commit_cannot_know(h: Harness
 
 
 def test_audit_decision_nobody_draws_timeout_does(h: Harness) -> None:
-    run, _ = _audit_open(h)
-    h.set_pool(run.fresh(1))
+    run, _ = _audit_open(h, pool=[h.providers[-1]])
     tx = run.timeout_now()
     assert names(tx) == ["CommitsClosed", "RoundOpened", "SlotAssigned", "BiddingClosed"]
+
+
+def test_a_pool_that_moved_after_the_hash_was_armed_is_not_drawn_from(h: Harness) -> None:
+    # Whoever knows the hash could move stake into or out of the pool until the draw lands
+    # where it wants: a draw whose pool changed since its block re-arms for a later block.
+    run, _ = _escalated(h)
+    h.set_pool(run.fresh(3))  # after the verification round was armed
+    tx = run.draw()
+    assert names(tx) == ["DrawPending"]
+    assert events(tx, "DrawPending") == [{"jobId": run.job_id, "round": Round.VERIFY, "afterBlock": tx.block_number}]
+    tx = run.draw()  # nothing moved since
+    assert len(events(tx, "SlotAssigned")) == 3
+
+
+def test_the_audit_decision_is_taken_even_when_the_pool_moved(h: Harness) -> None:
+    # The decision depends on the hash alone; only the auditor's seat waits for a new block.
+    run, _ = _audit_open(h)
+    h.set_pool([h.providers[-1]])
+    tx = run.draw()
+    assert names(tx) == ["CommitsClosed", "RoundOpened", "DrawPending"]
+    tx = run.draw()
+    assert [e["provider"] for e in events(tx, "SlotAssigned")] == [h.providers[-1]]
 
 
 def test_audit_probability_half_audits_some_jobs_not_others(h: Harness) -> None:
