@@ -266,19 +266,19 @@ abstract contract ChainSchedulerBase is IChainSchedulerTypes {
         uint256 base = _drawBlock[jobId];
         if (block.number <= base) revert ChainSchedulerDrawTooEarly(jobId, base);
         bytes32 hash = blockhash(base);
-        Round round = job.flags & FLAG_DRAW_PENDING != 0 ? Round.Audit : job.round;
-        if (hash == 0) {
+        bool decision = job.flags & FLAG_DRAW_PENDING != 0;
+        if (hash == 0 && !decision) {
             // Older than 256 blocks: nobody drew in time, and a stale hash may be known to
-            // whoever waited. Draw from a block that does not exist yet instead.
-            _armDraw(jobId, round);
+            // whoever waited. Draw the seats from a block that does not exist yet instead.
+            _armDraw(jobId, job.round);
             return;
         }
-        // Seats are drawn only from the pool as it was when the hash did not exist yet.
-        bool poolMoved = _poolChangedAt > base;
         bytes32 random = keccak256(abi.encode(hash, jobId, job.flags));
-        if (job.flags & FLAG_DRAW_PENDING != 0) {
+        if (decision) {
             job.flags &= ~FLAG_DRAW_PENDING;
-            if (uint256(keccak256(abi.encode(random, "audit"))) % BPS >= terms.auditBps) {
+            // An expired decision audits: everyone could read its coin for 256 blocks, and a
+            // provider that saw "audit" coming must not win a fresh toss by waiting.
+            if (hash != 0 && uint256(keccak256(abi.encode(random, "audit"))) % BPS >= terms.auditBps) {
                 _beginReveals(jobId, job, terms);
                 return;
             }
@@ -288,7 +288,9 @@ abstract contract ChainSchedulerBase is IChainSchedulerTypes {
             emit CommitsClosed(jobId, Round.Main, true, 0);
             _openRound(jobId, job, terms, Round.Audit);
         }
-        if (poolMoved) _armDraw(jobId, job.round);
+        // Seats are drawn only with a live hash and from the pool as it was before the hash
+        // existed: whoever knows the hash could otherwise move stake until the draw suits it.
+        if (hash == 0 || _poolChangedAt > base) _armDraw(jobId, job.round);
         else _fillSeats(jobId, job, terms, random);
     }
 

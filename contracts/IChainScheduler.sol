@@ -581,6 +581,38 @@ interface IChainScheduler is IChainSchedulerTypes {
     /// @return The provider record.
     function getProvider(address provider) external view returns (Provider memory);
 
+    /// @notice Slashed collateral waiting to be shared out when the job ends.
+    /// @param jobId The job.
+    /// @return The pool in wei.
+    function slashPoolOf(uint256 jobId) external view returns (uint256);
+
+    /// @notice The bond of an open challenge (0 when none).
+    /// @param jobId The job.
+    /// @return The bond in wei.
+    function challengeBondOf(uint256 jobId) external view returns (uint256);
+
+    /// @notice The verifier pool: members (leaves used) and their total weight.
+    /// @return members Leaves in use (members that left keep a leaf of weight 0).
+    /// @return weight Sum of the members' weights.
+    function poolOf() external view returns (uint256 members, uint256 weight);
+
+    /// @notice The block whose hash a job's pending draw uses (0 if it never had one).
+    /// @param jobId The job.
+    /// @return The block number.
+    function drawBlockOf(uint256 jobId) external view returns (uint256);
+
+    /// @notice Number of jobs posted; job ids run from 1 to `jobCount`.
+    /// @return The count.
+    function jobCount() external view returns (uint256);
+
+    /// @notice Seconds between `beginUnbonding` and the first allowed `unstake`.
+    /// @return The delay.
+    function unbondingDelay() external view returns (uint40);
+
+    /// @notice Capability bit of providers that opted in to be drawn as auditors and verifiers.
+    /// @return The bit (1 << 31).
+    function VERIFIER() external view returns (uint32);
+
     /// @notice Withdrawable credit of an account.
     /// @param account The account.
     /// @return The credit in wei.

@@ -1,31 +1,41 @@
 #!/usr/bin/env python3
-"""Plant known bugs in a copy of ChainScheduler.sol and check that the forge invariants catch each.
+"""Plant known bugs in a copy of the market contracts and check that the forge tests catch each.
 
-An invariant test proves little until it has failed on a bug. Each mutant below
-is one small edit of ``contracts/ChainScheduler.sol`` that breaks a money or
-state rule. For each one this script copies ``contracts/`` (tests included) and
-``foundry.toml`` into a temporary project, applies the edit there (the
-repository is never touched), compiles it with forge through ``scripts/solc``,
-and runs the invariant campaign of ``make forge`` (same runs and depth) with a
-few seeds, shrinking off so the time is the time to find the bug. It reports,
-per seed, whether the invariants failed, with which error, after how many
-handler calls and how many seconds.
+A test proves little until it has failed on a bug. Each mutant below is one
+small edit of the market's sources (``contracts/ChainScheduler*.sol``) that breaks a money, state or
+verification rule. For each one this script copies ``contracts/`` (tests
+included) and ``foundry.toml`` into a temporary project, applies the edit there
+(the repository is never touched), compiles it with forge through
+``scripts/solc``, then
+
+* runs every forge test except the invariant campaign once (the attack tests of
+  ``contracts/test/Attacks.t.sol`` and the handler coverage test, which checks
+  the invariants after each of its calls; all deterministic), reporting the
+  tests that failed, and
+* runs the invariant campaign of ``make forge`` (same runs and depth) with a
+  few seeds, shrinking off so the time is the time to find the bug, reporting
+  per seed whether the invariants failed, with which error, after how many
+  handler calls and how many seconds.
+
+A mutant is caught when a deterministic test fails, or when the campaign fails
+with every seed.
 
 Usage::
 
     python scripts/forge_mutants.py                 # every mutant, 3 seeds each
     python scripts/forge_mutants.py --list          # the mutants and their bugs
     python scripts/forge_mutants.py finalize-twice --seeds 1 --runs 256
+    python scripts/forge_mutants.py --seeds 0       # the deterministic tests only
 
 Each mutant compiles the contract and the tests afresh (viaIR in solc-js: about
-a minute), so the whole set takes about ten minutes on two cores.
+a minute), so the whole set takes about half an hour on two cores.
 
-A mutant's ``original`` text must appear exactly once in the contract. When the
+A mutant's ``original`` text must appear exactly once in the market's sources. When the
 contract changes so that it no longer does, the script says so (exit 2): update
 the mutant to plant the same bug in the new code.
 
-Exit codes: 0 every mutant caught with every seed, 1 a mutant survived a seed,
-2 a mutant does not apply or forge failed.
+Exit codes: 0 every mutant caught, 1 a mutant survived (no test failed and the
+campaign passed with some seed), 2 a mutant does not apply or forge failed.
 """
 
 from __future__ import annotations
@@ -44,7 +54,10 @@ from pathlib import Path
 from typing import Final
 
 REPO_ROOT: Final = Path(__file__).resolve().parent.parent
-CONTRACT: Final = Path("contracts") / "ChainScheduler.sol"
+#: The market's sources a mutant may edit (the market, its extension and their shared base).
+CONTRACTS: Final = tuple(
+    Path("contracts") / name for name in ("ChainScheduler.sol", "ChainSchedulerBase.sol", "ChainSchedulerExtension.sol")
+)
 FORGE: Final = REPO_ROOT / "node_modules" / "@foundry-rs" / "forge-linux-amd64" / "bin" / "forge"
 SOLC_WRAPPER: Final = REPO_ROOT / "scripts" / "solc"
 INVARIANT: Final = "invariant_marketLedger"
@@ -111,7 +124,7 @@ MUTANTS: Final[Sequence[Mutant]] = (
         bug="a reveal timeout does not slash the slots that committed and never revealed",
         original=(
             "            if (_slots[jobId][i].state == SlotState.Committed) "
-            "_slash(jobId, i, terms.collateral, false);\n"
+            "_slash(jobId, job, i, terms.collateral, false);\n"
         ),
         mutated="",
     ),
@@ -126,6 +139,98 @@ MUTANTS: Final[Sequence[Mutant]] = (
         bug="a challenge nobody could decide does not return the client's bond (it vanishes)",
         original="        job.winner = c.originalWinner;\n        _credit(terms.client, c.bond);",
         mutated="        job.winner = c.originalWinner;",
+    ),
+    # Drawn verification: who may be drawn, when, and how the pool follows stake.
+    Mutant(
+        name="draw-picks-client",
+        bug="the draw does not skip the job's client: a client in the pool can verify its own job",
+        original="        if (candidate == terms.client) return false;\n",
+        mutated="",
+    ),
+    Mutant(
+        name="draw-ignores-held-slots",
+        bug="_mayVerify ignores the slots already held in the job: a main provider can audit itself",
+        original="            if (_slots[jobId][i].provider == candidate) return false;\n",
+        mutated="",
+    ),
+    Mutant(
+        name="slash-skips-pool-sync",
+        bug="_slash takes the collateral but leaves the provider's pool weight (and the pool total) as it was",
+        original="        _syncPool(s.provider, p);\n        _slashPool[jobId] += collateral;",
+        mutated="        _slashPool[jobId] += collateral;",
+    ),
+    Mutant(
+        name="fail-pays-pool-to-client",
+        bug="_fail refunds the slash pool to the client even when someone revealed (the result for free)",
+        original="        uint256 share = pool / n;\n",
+        mutated="        uint256 share = 0;\n",
+    ),
+    Mutant(
+        name="no-quorum-pays-nothing",
+        bug="a job failing without a quorum refunds the client in full: the revealed results were free",
+        original="            _credit(s.provider, amount + share);",
+        mutated="            paid -= amount;\n            _credit(s.provider, share);",
+    ),
+    Mutant(
+        name="pool-moves-under-a-draw",
+        bug="a seat draw uses a pool that changed after its block hash was known (the draw can be steered)",
+        original="if (hash == 0 || _poolChangedAt > base) _armDraw(jobId, job.round);",
+        mutated="if (hash == 0) _armDraw(jobId, job.round);",
+    ),
+    Mutant(
+        name="draw-in-arming-block",
+        bug="a draw may run in the block that armed it (its hash does not exist yet: the draw is re-armed, no revert)",
+        original="if (block.number <= base) revert ChainSchedulerDrawTooEarly(jobId, base);",
+        mutated="if (block.number < base) revert ChainSchedulerDrawTooEarly(jobId, base);",
+    ),
+    Mutant(
+        name="bid-fills-drawn-round",
+        bug="bid() takes audit and verifier seats again: a challenger fills the verify round with its own accounts",
+        original="        if (job.round != Round.Main) revert ChainSchedulerDrawnRound(jobId);\n",
+        mutated="",
+    ),
+    Mutant(
+        name="expired-hash-drawn",
+        bug="a draw whose block hash expired (> 256 blocks: blockhash is 0) draws anyway, from a known value",
+        original=(
+            "        if (hash == 0) {\n"
+            "            // Older than 256 blocks: nobody drew in time, and a stale hash may be known to\n"
+            "            // whoever waited. Draw from a block that does not exist yet instead.\n"
+            "            _armDraw(jobId, round);\n"
+            "            return;\n"
+            "        }\n"
+        ),
+        mutated="",
+    ),
+    Mutant(
+        name="drawn-seat-not-redrawn",
+        bug="a drawn auditor or verifier that misses its commit is slashed but its seat is not redrawn",
+        original=(
+            "bool reopen = (job.round != Round.Main || terms.safety != SafetyClass.Destructive) "
+            "&& _reopens(job) < MAX_REOPENS;"
+        ),
+        mutated=(
+            "bool reopen = job.round == Round.Main && terms.safety != SafetyClass.Destructive "
+            "&& _reopens(job) < MAX_REOPENS;"
+        ),
+    ),
+    Mutant(
+        name="pool-weight-free-only",
+        bug="the pool weighs a provider by its free stake only, not free + locked",
+        original="? uint256(p.free) + p.locked : 0;",
+        mutated="? uint256(p.free) : 0;",
+    ),
+    Mutant(
+        name="unbonding-stays-in-pool",
+        bug="an unbonding provider keeps its pool weight",
+        original="p.capabilities & VERIFIER != 0 && p.unbondingAt == 0",
+        mutated="p.capabilities & VERIFIER != 0",
+    ),
+    Mutant(
+        name="verify-round-not-armed",
+        bug="opening a verify round does not arm its draw: it uses an older block hash, known to the challenger",
+        original="        if (round == Round.Verify) _armDraw(jobId, round);\n",
+        mutated="",
     ),
 )
 
@@ -145,37 +250,53 @@ class Outcome:
     seconds: float
 
 
+@dataclass(frozen=True, slots=True)
+class TestsOutcome:
+    """The result of the deterministic tests against one mutant: the tests that failed."""
+
+    failed: tuple[str, ...]
+    passed: int
+    seconds: float
+
+
 _FAIL = re.compile(r"\[FAIL: (?P<reason>.*)\]")
+_FAILED_TEST = re.compile(r"^\[FAIL(?::.*)?\] (?P<test>\w+)\(", re.MULTILINE)
+_PASSED_TEST = re.compile(r"^\[PASS\] \w+\(", re.MULTILINE)
+_SUITE = re.compile(r"Suite result: (ok|FAILED)")
 _SEQUENCE = re.compile(r"\[Sequence\] \(original: (?P<original>\d+)")
 _RUNS = re.compile(re.escape(INVARIANT) + r"\(\) \(runs: (?P<runs>\d+), calls: (?P<calls>\d+)")
 
 
-def plant(mutant: Mutant, source: str) -> str:
-    """Return ``source`` with the mutant's bug planted.
+def plant(mutant: Mutant, sources: dict[Path, str]) -> tuple[Path, str]:
+    """The source file the mutant edits and its text with the bug planted.
 
     Raises:
-        MutantError: ``mutant.original`` is not in the source exactly once.
+        MutantError: ``mutant.original`` is not in the sources exactly once.
     """
-    count = source.count(mutant.original)
-    if count != 1:
+    found = [(path, text) for path, text in sources.items() for _ in range(text.count(mutant.original))]
+    if len(found) != 1:
+        names = ", ".join(str(p) for p in sources)
         raise MutantError(
-            f"mutant {mutant.name} does not apply: its original text appears {count} times in {CONTRACT} "
+            f"mutant {mutant.name} does not apply: its original text appears {len(found)} times in {names} "
             "(expected once). Update it in scripts/forge_mutants.py to plant the same bug in the new code."
         )
-    return source.replace(mutant.original, mutant.mutated)
+    path, text = found[0]
+    return path, text.replace(mutant.original, mutant.mutated)
 
 
 def make_project(mutant: Mutant, root: Path) -> None:
     """Lay out a forge project in ``root``: the repository's contracts and config, one bug planted."""
     shutil.copytree(REPO_ROOT / "contracts", root / "contracts")
     shutil.copy2(REPO_ROOT / "foundry.toml", root / "foundry.toml")
-    target = root / CONTRACT
-    target.write_text(plant(mutant, target.read_text(encoding="utf-8")), encoding="utf-8")
+    sources = {path: (root / path).read_text(encoding="utf-8") for path in CONTRACTS}
+    path, text = plant(mutant, sources)
+    (root / path).write_text(text, encoding="utf-8")
 
 
 def _forge_env(runs: int, depth: int) -> dict[str, str]:
+    inherited = dict(os.environ)
     return {
-        **os.environ,
+        **inherited,
         # foundry.toml names the wrapper relative to the repository root.
         "FOUNDRY_SOLC": str(SOLC_WRAPPER),
         "FOUNDRY_INVARIANT_RUNS": str(runs),
@@ -197,6 +318,24 @@ def build(root: Path, env: dict[str, str]) -> float:
     if proc.returncode != 0:
         raise MutantError(f"forge build failed in {root}:\n{proc.stdout}{proc.stderr}")
     return time.monotonic() - start
+
+
+def deterministic_tests(root: Path, env: dict[str, str]) -> TestsOutcome:
+    """Run every forge test but the invariant campaign, once.
+
+    Raises:
+        MutantError: forge's output shows no test suite result (it did not run the tests).
+    """
+    command = [str(FORGE), "test", "--no-match-test", INVARIANT]
+    start = time.monotonic()
+    proc = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, check=False)
+    seconds = time.monotonic() - start
+    output = proc.stdout + proc.stderr
+    if _SUITE.search(output) is None:
+        raise MutantError(f"unexpected forge output for the deterministic tests:\n{output}")
+    # forge repeats the failures in a summary at the end: count each test once.
+    failed = tuple(dict.fromkeys(match["test"] for match in _FAILED_TEST.finditer(output)))
+    return TestsOutcome(failed=failed, passed=len(_PASSED_TEST.findall(output)), seconds=seconds)
 
 
 def campaign(root: Path, env: dict[str, str], seed: int, depth: int) -> Outcome:
@@ -224,14 +363,26 @@ def campaign(root: Path, env: dict[str, str], seed: int, depth: int) -> Outcome:
     return Outcome(seed, caught=True, reason=failure["reason"], calls=calls, seconds=seconds)
 
 
-def try_mutant(mutant: Mutant, seeds: Sequence[int], runs: int, depth: int) -> list[Outcome]:
-    """Plant one bug in a temporary project and run a campaign per seed."""
+def try_mutant(mutant: Mutant, seeds: Sequence[int], runs: int, depth: int) -> bool:
+    """Plant one bug in a temporary project, run the deterministic tests and a campaign per seed.
+
+    Returns whether the mutant was caught: a deterministic test failed, or every campaign did.
+    """
     with tempfile.TemporaryDirectory(prefix=f"mutant-{mutant.name}-") as tmp:
         root = Path(tmp)
         make_project(mutant, root)
         env = _forge_env(runs, depth)
         compiled = build(root, env)
         print(f"{mutant.name}: {mutant.bug} (compiled in {compiled:.0f} s)", flush=True)
+        tests = deterministic_tests(root, env)
+        if tests.failed:
+            print(
+                f"  tests: CAUGHT by {len(tests.failed)} ({tests.passed} passed, {tests.seconds:.1f} s): "
+                f"{', '.join(tests.failed)}",
+                flush=True,
+            )
+        else:
+            print(f"  tests: all {tests.passed} passed ({tests.seconds:.1f} s)", flush=True)
         outcomes = []
         for seed in seeds:
             outcome = campaign(root, env, seed, depth)
@@ -244,7 +395,8 @@ def try_mutant(mutant: Mutant, seeds: Sequence[int], runs: int, depth: int) -> l
             else:
                 print(f"  seed {hex(seed)}: SURVIVED {outcome.calls} calls ({outcome.seconds:.1f} s)", flush=True)
             outcomes.append(outcome)
-        return outcomes
+        by_campaign = bool(outcomes) and all(outcome.caught for outcome in outcomes)
+        return bool(tests.failed) or by_campaign
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -252,7 +404,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("names", nargs="*", help="mutants to try (default: all)")
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
-    parser.add_argument("--seeds", type=int, default=len(DEFAULT_SEEDS), help="campaigns per mutant")
+    parser.add_argument(
+        "--seeds", type=int, default=len(DEFAULT_SEEDS), help="campaigns per mutant (0: the deterministic tests only)"
+    )
     parser.add_argument("--runs", type=int, default=DEFAULT_RUNS, help="invariant runs per campaign")
     parser.add_argument("--depth", type=int, default=DEFAULT_DEPTH, help="handler calls per run")
     args = parser.parse_args(argv)
@@ -269,12 +423,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     chosen = [by_name[name] for name in args.names] or list(MUTANTS)
     seeds = [*DEFAULT_SEEDS, *range(2, 2 + max(0, args.seeds - len(DEFAULT_SEEDS)))][: args.seeds]
 
-    print(f"{len(chosen)} mutant(s), {len(seeds)} seed(s) each, {args.runs} runs x {args.depth} calls per campaign")
+    print(
+        f"{len(chosen)} mutant(s): the deterministic tests, then {len(seeds)} campaign(s) each, "
+        f"{args.runs} runs x {args.depth} calls per campaign"
+    )
     survivors: list[str] = []
     try:
         for mutant in chosen:
-            outcomes = try_mutant(mutant, seeds, args.runs, args.depth)
-            if not all(outcome.caught for outcome in outcomes):
+            if not try_mutant(mutant, seeds, args.runs, args.depth):
                 survivors.append(mutant.name)
     except MutantError as exc:
         print(exc, file=sys.stderr)
@@ -282,7 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if survivors:
         print(f"{len(survivors)} mutant(s) survived: {', '.join(survivors)}", file=sys.stderr)
         return 1
-    print(f"every mutant caught ({len(chosen)} x {len(seeds)} campaigns)")
+    print(f"every mutant caught ({len(chosen)} mutants; tests once and {len(seeds)} campaign(s) each)")
     return 0
 
 

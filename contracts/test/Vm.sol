@@ -7,11 +7,29 @@ pragma solidity 0.8.28;
 /// `VM_ADDRESS` by selector; the signatures below are the ones forge-std's `Vm.sol` uses.
 /// @dev Add a cheatcode by copying its exact signature; a wrong one reverts at run time.
 interface Vm {
+    /// @notice An event log, as `getRecordedLogs` returns it.
+    struct Log {
+        bytes32[] topics;
+        bytes data;
+        address emitter;
+    }
+
     /// @notice Set `block.timestamp`.
     function warp(uint256 newTimestamp) external;
 
     /// @notice Set `block.number`.
     function roll(uint256 newHeight) external;
+
+    /// @notice The current `block.number`. Read it this way after `roll` in the same call: via-IR
+    /// treats `block.number` as constant within a transaction and may reuse an earlier read.
+    function getBlockNumber() external view returns (uint256 height);
+
+    /// @notice The current `block.timestamp` (same caveat as `getBlockNumber`, after `warp`).
+    function getBlockTimestamp() external view returns (uint256 timestamp);
+
+    /// @notice Set the hash `blockhash(blockNumber)` returns (forge's default is
+    /// keccak256 of the block number's decimal string). Seen by calls into other contracts.
+    function setBlockhash(uint256 blockNumber, bytes32 blockHash) external;
 
     /// @notice Set `block.prevrandao`.
     function prevrandao(bytes32 newPrevrandao) external;
@@ -24,6 +42,29 @@ interface Vm {
 
     /// @notice Expect the next call to revert with exactly `revertData`.
     function expectRevert(bytes calldata revertData) external;
+
+    /// @notice Expect the next call to revert with this custom error selector (any arguments).
+    function expectRevert(bytes4 revertData) external;
+
+    /// @notice Record every event emitted from now on.
+    function recordLogs() external;
+
+    /// @notice The events recorded since `recordLogs` (or the last call of this), and forget them.
+    function getRecordedLogs() external returns (Log[] memory logs);
+
+    /// @notice Mark the current test skipped (when `skipTest`); forge stops running it.
+    function skip(bool skipTest) external;
+
+    /// @notice The environment variable `name` as a bool, or `defaultValue` when unset.
+    function envOr(string calldata name, bool defaultValue) external view returns (bool value);
+
+    /// @notice Deploy the compiled contract `artifactPath` ("File.sol:Contract") with these
+    /// constructor arguments. Tests deploy the market this way rather than with `new`: under
+    /// via-IR, every test contract that says `new ChainScheduler` embeds and re-optimizes the
+    /// whole market, which multiplies the compile time.
+    function deployCode(string calldata artifactPath, bytes calldata constructorArgs)
+        external
+        returns (address deployedAddress);
 
     /// @notice Give `account` a readable name in traces.
     function label(address account, string calldata newLabel) external;

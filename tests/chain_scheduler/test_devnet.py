@@ -79,7 +79,8 @@ def test_up_is_idempotent_and_a_restart_keeps_the_chain(devnet: Devnet) -> None:
     status = devnet.status()
     assert status.reachable and status.contract_deployed and status.anvil_alive
     assert [p.alive for p in status.providers] == [True, True]
-    assert all(p.registered and p.stake_free == 10**18 and p.capabilities == ("wasm",) for p in status.providers)
+    assert all(p.registered and p.stake_free == 10**18 for p in status.providers)
+    assert all(p.capabilities == ("wasm", "verifier") for p in status.providers)
 
     # When: up again; Then: nothing is restarted
     again = devnet.up(providers=2, bad={1: "lazy"})
