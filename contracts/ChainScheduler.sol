@@ -195,6 +195,7 @@ contract ChainScheduler is ChainSchedulerBase {
     /// (for a call whose arguments are another function's).
     function _delegate(bytes4 selector) private {
         address target = extension;
+// slither-disable-next-line assembly (a delegatecall that forwards the calldata and returns or reverts with what the extension returned)
         assembly ("memory-safe") {
             let ptr := mload(0x40)
             calldatacopy(ptr, 0, calldatasize())
@@ -202,6 +203,7 @@ contract ChainScheduler is ChainSchedulerBase {
             let ok := delegatecall(gas(), target, ptr, calldatasize(), 0, 0)
             returndatacopy(ptr, 0, returndatasize())
             if iszero(ok) { revert(ptr, returndatasize()) }
+// slither-disable-next-line incorrect-return (intended: a delegated call ends here, returning what the extension returned)
             return(ptr, returndatasize())
         }
     }

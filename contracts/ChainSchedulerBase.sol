@@ -69,11 +69,13 @@ abstract contract ChainSchedulerBase is IChainSchedulerTypes {
     uint40 public immutable unbondingDelay;
 
     /// @notice Number of jobs posted; job ids run from 1 to `jobCount`.
+// slither-disable-next-line constable-states (ChainScheduler.postJob counts it; the extension only reads it)
     uint256 public jobCount;
 
     mapping(uint256 jobId => Job) internal _jobs;
     mapping(uint256 jobId => mapping(uint256 slot => Slot)) internal _slots;
     /// @dev Per slot: the commitment until revealed, then bytes24 result digest | uint64 usage.
+// slither-disable-next-line uninitialized-state (written by ChainScheduler commit and reveal; the extension reads it on the same storage)
     mapping(uint256 jobId => mapping(uint256 slot => bytes32)) internal _sealed;
     mapping(address provider => Provider) internal _providers;
     /// @dev Credit plus one once an account has ever been credited: withdrawing leaves
@@ -278,6 +280,7 @@ abstract contract ChainSchedulerBase is IChainSchedulerTypes {
             job.flags &= ~FLAG_DRAW_PENDING;
             // An expired decision audits: everyone could read its coin for 256 blocks, and a
             // provider that saw "audit" coming must not win a fresh toss by waiting.
+            // slither-disable-next-line weak-prng (the hash of a block mined after the decision was armed: only its proposer could bias it, at the cost of its block; docs/security.md)
             if (hash != 0 && uint256(keccak256(abi.encode(random, "audit"))) % BPS >= terms.auditBps) {
                 _beginReveals(jobId, job, terms);
                 return;
@@ -347,6 +350,7 @@ abstract contract ChainSchedulerBase is IChainSchedulerTypes {
             total: 0
         });
         for (uint256 t = 0; t < MAX_DRAW_TRIES && total > refused.total; ++t) {
+            // slither-disable-next-line weak-prng (the hash of a block mined after the draw was armed, from a pool that has not moved since; docs/security.md)
             uint256 r = uint256(keccak256(abi.encode(random, t))) % (total - refused.total);
             // Step over each refused interval that starts at or before r.
             for (uint256 e = 0; e < refused.count && r >= refused.start[e]; ++e) {
@@ -566,6 +570,7 @@ abstract contract ChainSchedulerBase is IChainSchedulerTypes {
         uint64 units = _lowerMedian(usages, n);
         if (units < terms.minUnits) units = terms.minUnits;
         if (units > terms.maxUnits) units = terms.maxUnits;
+// slither-disable-next-line divide-before-multiply (intended: the client takes the dust)
         uint256 share = pool / n;
         for (uint256 w = 0; w < n; ++w) {
             Slot storage s = _slots[jobId][revealed[w]];

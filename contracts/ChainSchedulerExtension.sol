@@ -8,6 +8,7 @@ import {ChainSchedulerBase} from "./ChainSchedulerBase.sol";
 /// withdrawn bids, draws, cancellations and challenges. Created by `ChainScheduler` and
 /// run only by its `delegatecall`, on the market's storage; see `IChainScheduler` for what
 /// each does. Called directly it refuses (`onlyDelegated`): its own storage is not a market.
+// slither-disable-next-line locked-ether (runs only by delegatecall from the market, which holds the ether and pays it out by withdraw; called directly it reverts NotDelegated)
 contract ChainSchedulerExtension is ChainSchedulerBase {
     /// @dev This contract's own address: under `delegatecall`, `address(this)` is the market's.
     address private immutable _self;

@@ -611,6 +611,7 @@ interface IChainScheduler is IChainSchedulerTypes {
 
     /// @notice Capability bit of providers that opted in to be drawn as auditors and verifiers.
     /// @return The bit (1 << 31).
+// slither-disable-next-line naming-convention (the public constant VERIFIER of the market)
     function VERIFIER() external view returns (uint32);
 
     /// @notice Withdrawable credit of an account.
