@@ -130,11 +130,13 @@ def slither_command(
     json_path: Path,
     solc: Path = SOLC_WRAPPER,
     remaps: Sequence[str] = SOLC_REMAPS,
+    target: str = ENTRY,
 ) -> list[str]:
     """Build the slither command line.
 
     Args:
         json_path: Where slither writes its JSON report.
+        target: What slither compiles: the market's entry file, or a directory.
         solc: The compiler command.
         remaps: Import remappings.
 
@@ -144,7 +146,7 @@ def slither_command(
     slither = Path(sys.executable).with_name("slither")
     command = [
         str(slither) if slither.exists() else "slither",
-        ENTRY,
+        target,
         "--solc",
         str(solc),
         "--solc-args",
@@ -216,7 +218,9 @@ def run(
         workdir = Path(tmp)
         _copy_contracts(repo_root / CONTRACTS, workdir / CONTRACTS)
         json_path = workdir / "report.json"
-        command = slither_command(json_path, solc, remaps)
+        # The market's entry file when there is one, else every file in the directory.
+        target = ENTRY if (workdir / ENTRY).is_file() else CONTRACTS
+        command = slither_command(json_path, solc, remaps, target)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         proc = subprocess.run(command, cwd=workdir, capture_output=True, text=True, env=env, check=False)
         log = proc.stdout + proc.stderr
