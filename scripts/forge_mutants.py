@@ -190,17 +190,16 @@ MUTANTS: Final[Sequence[Mutant]] = (
         mutated="",
     ),
     Mutant(
-        name="expired-hash-drawn",
-        bug="a draw whose block hash expired (> 256 blocks: blockhash is 0) draws anyway, from a known value",
-        original=(
-            "        if (hash == 0) {\n"
-            "            // Older than 256 blocks: nobody drew in time, and a stale hash may be known to\n"
-            "            // whoever waited. Draw from a block that does not exist yet instead.\n"
-            "            _armDraw(jobId, round);\n"
-            "            return;\n"
-            "        }\n"
-        ),
-        mutated="",
+        name="expired-decision-tossed",
+        bug="an audit decision drawn after its hash expired tosses a coin anyone could read (waiting dodges it)",
+        original='if (hash != 0 && uint256(keccak256(abi.encode(random, "audit"))) % BPS >= terms.auditBps) {',
+        mutated='if (uint256(keccak256(abi.encode(random, "audit"))) % BPS >= terms.auditBps) {',
+    ),
+    Mutant(
+        name="expired-hash-seats-drawn",
+        bug="seats whose draw hash expired (blockhash is 0, a known value) are drawn anyway",
+        original="if (hash == 0 || _poolChangedAt > base) _armDraw(jobId, job.round);",
+        mutated="if (_poolChangedAt > base) _armDraw(jobId, job.round);",
     ),
     Mutant(
         name="drawn-seat-not-redrawn",
