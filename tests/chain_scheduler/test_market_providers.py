@@ -167,3 +167,16 @@ def test_the_extension_refuses_direct_calls(h: Harness) -> None:
     with reverts(errors.NotDelegated):
         direct.register(1, 10**18)
     assert h.w3.eth.get_balance(extension) == 0
+
+
+def test_plain_ether_sent_to_the_market_is_refused(h: Harness) -> None:
+    # The market's receive() runs in the extension, which has none: the transfer reverts, so
+    # ether can only enter as stake, escrow or a bond, all accounted for.
+    before = h.contract_balance()
+    try:
+        tx = h.w3.eth.send_transaction({"from": h.outsiders[0], "to": h.market.address, "value": 1, "gas": 100_000})
+        status = h.w3.eth.get_transaction_receipt(tx)["status"]
+    except Exception:  # noqa: BLE001 - eth-tester may raise on the revert instead of mining it
+        status = 0
+    assert status == 0
+    assert h.contract_balance() == before
