@@ -23,11 +23,14 @@ from chain_scheduler._model import (
     Wei,
     commitment,
     escrow_for,
+    hash_commitment,
+    result_hash,
     result_key,
     spec_digest,
 )
 from chain_scheduler._pricing import lower_median, paid_units, payment, pool_shares
 from chain_scheduler._revert import decode_revert
+from chain_scheduler._sealing import delivery_key, open_envelope, public_key_hex, seal
 from chain_scheduler._sender import PendingTx, TxJournal, TxSender
 from chain_scheduler._spec import InputRef, JobSpec, Limits, load_spec, resolve_parent_result
 from chain_scheduler._watcher import CursorStore, EventBatch, EventWatcher, FileCursor, MemoryCursor, SeenKeys
@@ -92,13 +95,19 @@ __all__ = [
     "WorkflowRun",
     "commitment",
     "decode_revert",
+    "delivery_key",
     "escrow_for",
+    "hash_commitment",
     "load_spec",
     "lower_median",
+    "open_envelope",
     "paid_units",
     "payment",
     "pool_shares",
+    "public_key_hex",
     "resolve_parent_result",
+    "result_hash",
     "result_key",
+    "seal",
     "spec_digest",
 ]

@@ -43,6 +43,7 @@ from types import TracebackType
 from typing import Any, Self
 
 import wasmtime
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from eth_account.signers.local import LocalAccount
 from eth_utils.crypto import keccak
 from web3 import Web3
@@ -52,7 +53,8 @@ from chain_scheduler._keys import devnet_key
 from chain_scheduler._market import DEFAULT_GAS, Market
 from chain_scheduler._model import Executor, FailReason, Job, JobId, JobStatus, JobTerms, SafetyClass, Wei
 from chain_scheduler._rpc import http_web3, rpc_call
-from chain_scheduler._spec import InputRef, JobSpec, Limits, resolve_parent_result
+from chain_scheduler._sealing import delivery_key, open_envelope, public_key_hex
+from chain_scheduler._spec import InputRef, JobSpec, Limits
 from storage import BackendError, ContentNotFound, ContentStore, StorageError, open_store
 
 logger = logging.getLogger(__name__)
@@ -255,6 +257,14 @@ class Client:
             receipt_timeout=receipt_timeout,
         )
 
+    @property
+    def delivery_key(self) -> X25519PrivateKey | None:
+        """The key that opens the sealed results of this client's jobs (derived from its account
+        key), or None when the node signs for the account and no key is at hand."""
+        if isinstance(self.key, LocalAccount):
+            return delivery_key(bytes(self.key.key))
+        return None
+
     # ------------------------------------------------------------- lifecycle
 
     def connect(self) -> Self:
@@ -434,6 +444,9 @@ class Client:
                 force=force,
             )
         executor = Executor.WASM if spec.executor == "wasm" else Executor.DOCKER
+        if verifiers and spec.delivery_key is None and self.delivery_key is not None:
+            # Its main results are revealed sealed: they reach this client encrypted to this key.
+            spec = spec.model_copy(update={"delivery_key": public_key_hex(self.delivery_key)})
         spec_cid = str(self.store.put_bytes(spec.to_bytes()))
         terms = JobTerms.create(
             client=self.address,
@@ -725,33 +738,58 @@ class JobHandle:
     def result_cid(self) -> str:
         """The accepted result's CID, as the chain sealed it.
 
-        For a Finalized job this is :func:`resolve_parent_result`; for a Succeeded
-        one (still in its challenge window) the winning slot's reveal is checked
-        against the same sealed digest.
+        The CID is the winning slot's ``ResultRevealed`` or the job's ``ResultPublished``
+        event. A job with verifiers reveals its main results sealed (only the CID's hash
+        on chain) until someone publishes the CID after finalization; until then the
+        client opens the envelope of an agreeing slot with its delivery key. Either way
+        the CID is checked against the digest the contract stored for the winner.
 
         Raises:
             ResultNotReady: the job is still Open, Running or Revealing.
             JobFailed: it ended Failed or Cancelled.
+            SealError: the result is sealed and no envelope opens with this client's key
+                (another account's job, or a spec without ``delivery_key``): wait for it
+                to be published.
             ChainSchedulerError: no reveal matches the sealed digest (wrong contract, pruned logs).
         """
         job = self.status()
-        if job.status == JobStatus.FINALIZED:
-            return resolve_parent_result(self.client.market, self.job_id, from_block=self.from_block)
         if job.status in _ENDED_BADLY:
             raise self._failure(job.status)
-        if job.status != JobStatus.SUCCEEDED:
+        if job.status not in (JobStatus.SUCCEEDED, JobStatus.FINALIZED):
             raise errors.ResultNotReady(job_id=self.job_id, status=job.status)
         market = self.client.market
         digest = market.slot(self.job_id, job.winner).result_digest
-        reveals = market.events(from_block=self.from_block, names=("ResultRevealed",), job_id=self.job_id)
-        for event in reversed(reveals):
+        events = market.events(
+            from_block=self.from_block, names=("ResultRevealed", "ResultPublished", "ResultSealed"), job_id=self.job_id
+        )
+        for event in reversed(events):
+            if event.name == "ResultSealed" or (
+                event.name == "ResultRevealed" and int(event.args["slot"]) != job.winner
+            ):
+                continue
             cid = str(event.args["resultCid"])
-            if int(event.args["slot"]) == job.winner and keccak(cid.encode())[:24] == digest:
+            if keccak(cid.encode())[:24] == digest:
                 return cid
-        raise errors.ChainSchedulerError(
-            f"Job {self.job_id} Succeeded with slot {job.winner} winning, but no ResultRevealed event from "
-            f"block {self.from_block} on matches its sealed digest {digest.hex()}. Is this the right contract, "
-            "and does the node keep old logs?"
+        if not market.terms_of(self.job_id).reveals_sealed(job.winner):
+            raise errors.ChainSchedulerError(
+                f"Job {self.job_id} has slot {job.winner} winning, but no ResultRevealed event from block "
+                f"{self.from_block} on matches its sealed digest {digest.hex()}. Is this the right contract, "
+                "and does the node keep old logs?"
+            )
+        key = self.client.delivery_key
+        for event in reversed(events):
+            if key is None or event.name != "ResultSealed" or bytes(event.args["resultHash"])[:24] != digest:
+                continue
+            try:
+                cid = open_envelope(bytes(event.args["envelope"]), key, job_id=self.job_id)
+            except errors.SealError as exc:
+                logger.debug("job_id=%d slot %s: %s", self.job_id, event.args["slot"], exc)
+                continue
+            if keccak(cid.encode())[:24] == digest:
+                return cid
+        raise errors.SealError(
+            f"Job {self.job_id}'s result was revealed sealed and no envelope opens with this client's delivery "
+            f"key. It can be read once published (after finalization). See: chainsched job status {self.job_id}"
         )
 
     def fetch(self, dest: Path) -> Path:
@@ -795,7 +833,15 @@ class JobHandle:
         market = self.client.market
         events = market.events(
             from_block=self.from_block,
-            names=("JobPosted", "SlotAssigned", "ResultRevealed", "SlotSlashed", "ProviderPaid", "JobFinalized"),
+            names=(
+                "JobPosted",
+                "SlotAssigned",
+                "ResultRevealed",
+                "ResultSealed",
+                "SlotSlashed",
+                "ProviderPaid",
+                "JobFinalized",
+            ),
             job_id=self.job_id,
         )
         prices: dict[tuple[int, str], int] = {}
@@ -810,7 +856,7 @@ class JobHandle:
             elif event.name == "SlotAssigned":
                 # A reopened slot is assigned again: the latest assignment is the one paid.
                 prices[(int(a["slot"]), str(a["provider"]))] = int(a["price"])
-            elif event.name == "ResultRevealed":
+            elif event.name in ("ResultRevealed", "ResultSealed"):
                 usage[(int(a["slot"]), str(a["provider"]))] = int(a["usage"])
             elif event.name == "SlotSlashed":
                 slashed.append(
@@ -897,6 +943,20 @@ class JobHandle:
         bond = self.terms().collateral
         self.client.market.challenge(self.job_id, bond=bond)
         return bond
+
+    def publish(self) -> str:
+        """Put this Finalized job's sealed result CID on chain, for its child jobs and everyone else.
+
+        Its winning provider does this after finalizing; the client can too, having read
+        the CID from its envelope. Returns the CID published.
+
+        Raises:
+            WrongStatus: the job is not Finalized.
+            SealError: the CID is not known to this client (see :meth:`result_cid`).
+        """
+        cid = self.result_cid()
+        self.client.market.publish(self.job_id, cid)
+        return cid
 
     def finalize(self) -> None:
         """Settle a Succeeded job whose challenge window has passed (anyone may; a keeper usually does).

@@ -35,6 +35,7 @@ from chain_scheduler._model import (
     Slot,
     SlotState,
     Wei,
+    result_hash,
 )
 from chain_scheduler._revert import decode_revert
 from chain_scheduler._rpc import rpc_call
@@ -380,10 +381,29 @@ class Market:
         usage: int,
         salt: bytes,
         terms: JobTerms | None = None,
+        *,
+        envelope: bytes = b"",
     ) -> TxResult:
+        """Reveal a committed result the way its slot must.
+
+        Main and audit slots of a job with verifiers reveal sealed: only ``keccak256(cid)``
+        and ``envelope`` (the CID encrypted to the client, see :mod:`chain_scheduler.sealing`)
+        go on chain. Every other slot reveals the CID; ``envelope`` is then ignored.
+        """
         terms = terms or self.terms_of(job_id)
-        fn = self.contract.functions.reveal(job_id, terms.as_abi(), slot, result_cid, usage, salt)
+        if terms.reveals_sealed(slot):
+            fn = self.contract.functions.revealSealed(
+                job_id, terms.as_abi(), slot, result_hash(result_cid), usage, salt, envelope
+            )
+        else:
+            fn = self.contract.functions.reveal(job_id, terms.as_abi(), slot, result_cid, usage, salt)
         return self._transact(fn)
+
+    def publish(self, job_id: int, result_cid: str, terms: JobTerms | None = None) -> TxResult:
+        """Put a finalized job's sealed result CID on chain (``ResultPublished``), for child jobs
+        and anyone else to read. Anyone holding the CID may; it must hash to the accepted result."""
+        terms = terms or self.terms_of(job_id)
+        return self._transact(self.contract.functions.publish(job_id, terms.as_abi(), result_cid))
 
     def timeout(self, job_id: int, terms: JobTerms | None = None) -> TxResult:
         terms = terms or self.terms_of(job_id)

@@ -267,6 +267,19 @@ class JobTerms:
         return self.k + (1 if self.audit_bps else 0) + self.verifiers
 
     @property
+    def sealed(self) -> bool:
+        """Whether the job's main and audit results are revealed sealed (it has verifiers)."""
+        return self.verifiers > 0
+
+    def reveals_sealed(self, slot: int) -> bool:
+        """Whether ``slot`` reveals only its CID's hash: main and audit slots of a sealed job.
+
+        Verifier seats reveal the CID itself, which a verifier that did not run the job
+        cannot produce from the hash (docs/security.md, "Sealed results").
+        """
+        return self.sealed and slot <= self.k
+
+    @property
     def required_capabilities(self) -> int:
         return (1 << int(self.executor)) | self.capabilities
 
@@ -344,13 +357,27 @@ def escrow_for(terms: JobTerms) -> Wei:
 
 
 def commitment(job_id: int, provider: str, result_cid: str, usage: int, salt: bytes) -> bytes:
-    """The commitment a provider sends: ``keccak256(abi.encode(jobId, provider, cid, usage, salt))``."""
+    """The commitment a provider sends:
+    ``keccak256(abi.encode(jobId, provider, keccak256(cid), usage, salt))``.
+
+    It is over the CID's hash, so a sealed reveal (the hash alone) opens it too.
+    """
+    return hash_commitment(job_id, provider, result_hash(result_cid), usage, salt)
+
+
+def hash_commitment(job_id: int, provider: str, cid_hash: bytes, usage: int, salt: bytes) -> bytes:
+    """:func:`commitment` from the CID's hash rather than the CID."""
     return keccak(
         encode(
-            ["uint256", "address", "string", "uint64", "bytes32"],
-            [job_id, to_checksum_address(provider), result_cid, usage, salt],
+            ["uint256", "address", "bytes32", "uint64", "bytes32"],
+            [job_id, to_checksum_address(provider), cid_hash, usage, salt],
         )
     )
+
+
+def result_hash(result_cid: str) -> bytes:
+    """keccak256 of a result CID: what a sealed reveal puts on chain instead of the CID."""
+    return keccak(result_cid.encode())
 
 
 def result_key(result_cid: str, usage: int) -> bytes:

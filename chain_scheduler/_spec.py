@@ -224,6 +224,10 @@ class JobSpec(_Strict):
         network: Whether the container may use the network; only a Docker job can ask,
             and only a destructive job gets it (see :meth:`check_terms`).
         description: Free text for people.
+        delivery_key: The client's X25519 delivery key (64 hex digits). Providers of a job
+            with verifiers reveal only the hash of their result on chain and send the CID
+            encrypted to this key (:mod:`chain_scheduler._sealing`). Without one, the client
+            learns the CID only when it is published after the job is final.
     """
 
     version: Literal[1]
@@ -235,6 +239,7 @@ class JobSpec(_Strict):
     limits: Limits = Limits()
     network: bool = False
     description: Annotated[str, Field(max_length=MAX_DESCRIPTION), AfterValidator(_check_text)] = ""
+    delivery_key: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
 
     @field_validator("inputs")
     @classmethod
@@ -437,9 +442,10 @@ def resolve_parent_result(market: Market, parent_job_id: int, *, from_block: int
     """The accepted result CID of a finalized parent job, checked against the chain.
 
     The contract stores only a digest of each revealed result; the CID itself is
-    in the winning slot's ``ResultRevealed`` event. The CID returned is the one
-    whose ``keccak256`` prefix equals the digest sealed in the winner's slot, so a
-    wrong or forged event cannot substitute another result.
+    in the winning slot's ``ResultRevealed`` event or, for a result revealed sealed
+    (a main or audit slot of a job with verifiers), in a ``ResultPublished`` event.
+    The CID returned is the one whose ``keccak256`` prefix equals the digest sealed in
+    the winner's slot, so a wrong or forged event cannot substitute another result.
 
     Args:
         market: A :class:`~chain_scheduler.Market` binding.
@@ -450,6 +456,7 @@ def resolve_parent_result(market: Market, parent_job_id: int, *, from_block: int
     Raises:
         UnknownJob: no such job.
         ParentNotReady: the job is not Finalized (still running, or failed/cancelled).
+        ResultUnpublished: it is, but its result is sealed and not published yet.
         ChainSchedulerError: no reveal event matches the sealed digest (the wrong
             contract, or logs pruned by the node).
         ChainUnavailable: the node cannot be reached.
@@ -459,17 +466,18 @@ def resolve_parent_result(market: Market, parent_job_id: int, *, from_block: int
         raise errors.UnknownJob(jobId=parent_job_id)
     if job.status != JobStatus.FINALIZED:
         raise errors.ParentNotReady(job_id=parent_job_id, status=job.status)
-    slot = market.slot(parent_job_id, job.winner)
-    digest = slot.result_digest
-    reveals = market.events(from_block=from_block, names=("ResultRevealed",), job_id=parent_job_id)
+    digest = market.slot(parent_job_id, job.winner).result_digest
+    events = market.events(from_block=from_block, names=("ResultRevealed", "ResultPublished"), job_id=parent_job_id)
     # A reopened slot can be revealed more than once over a job's life: take the latest
-    # reveal of the winning slot whose CID matches what the contract sealed.
-    for event in reversed(reveals):
-        if int(event.args["slot"]) != job.winner:
+    # reveal of the winning slot (or publication) whose CID matches what the contract sealed.
+    for event in reversed(events):
+        if event.name == "ResultRevealed" and int(event.args["slot"]) != job.winner:
             continue
         cid = str(event.args["resultCid"])
         if keccak(cid.encode())[:24] == digest:
             return cid
+    if market.terms_of(parent_job_id).reveals_sealed(job.winner):
+        raise errors.ResultUnpublished(job_id=parent_job_id)
     raise errors.ChainSchedulerError(
         f"Job {parent_job_id} is Finalized with slot {job.winner} winning, but no ResultRevealed event "
         f"from block {from_block} on matches its sealed digest {digest.hex()}. Is this the right contract, "

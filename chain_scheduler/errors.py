@@ -7,6 +7,8 @@ what to do next.
     ChainSchedulerError
     ├── SpecError                    a job spec that does not validate
     ├── ParentNotReady               a parent job's result is not accepted (yet, or ever)
+    │   └── ResultUnpublished        accepted, but sealed and not published yet
+    ├── SealError                    a sealed result's envelope does not open
     ├── ChainUnavailable             the RPC node cannot be reached
     ├── OutOfFunds                   the sending account cannot pay for gas and value
     ├── TransactionFailed            reverted with no decodable reason, or never mined
@@ -26,7 +28,7 @@ what to do next.
         ├── ProviderError            the provider cannot do this
         │     NotRegistered, AlreadyRegistered, MissingCapabilities, InsufficientStake,
         │     Unbonding, StakeLocked, AlreadyInJob, PriceTooHigh, BidNotCompetitive, BidFinal,
-        │     NotSlotHolder, WrongSlotState, CommitmentMismatch
+        │     NotSlotHolder, WrongSlotState, CommitmentMismatch, RevealKind, ResultMismatch
         ├── AccessError              only the client may do this: NotClient; NotDelegated
         └── PaymentError             WrongBond, NothingToWithdraw, TransferFailed,
                                      ReentrantCall, ZeroAmount, AmountTooLarge
@@ -149,6 +151,31 @@ class JobFailed(ChainSchedulerError):
         super().__init__(
             f"Job {job_id} is {self.status.name.title()}{why}.{refunded} See: chainsched job status {job_id}"
         )
+
+
+class ResultUnpublished(ParentNotReady):
+    """A finalized job's result was revealed sealed and its CID is not on chain yet.
+
+    The job's winner publishes it after finalizing (``Market.publish``); until then only
+    its client, through the envelope, knows the CID.
+    """
+
+    def __init__(self, *, job_id: int) -> None:
+        from chain_scheduler._model import JobStatus
+
+        self.job_id = job_id
+        self.status = JobStatus.FINALIZED
+        self.final = False
+        ChainSchedulerError.__init__(
+            self,
+            f"Job {job_id} is Finalized, but its result was revealed sealed and nobody has published "
+            f"its CID yet. Its winner does so after finalizing; anyone holding it can: "
+            f"chainsched job publish {job_id}",
+        )
+
+
+class SealError(ChainSchedulerError):
+    """A sealed result's envelope is missing, malformed, or not for this key and job."""
 
 
 class ResultNotReady(ChainSchedulerError):
@@ -506,6 +533,19 @@ class CommitmentMismatch(ProviderError):
     )
 
 
+class RevealKind(ProviderError):
+    error_name = "RevealKind"
+    template = (
+        "Slot {slot} of job {jobId} reveals the other way (sealed expected: {sealedExpected}): main and "
+        "audit slots of a job with verifiers reveal the CID's hash, every other slot the CID."
+    )
+
+
+class ResultMismatch(ProviderError):
+    error_name = "ResultMismatch"
+    template = "The CID published does not hash to job {jobId}'s accepted result."
+
+
 # ----------------------------------------------------------------- access
 
 
@@ -593,6 +633,8 @@ CONTRACT_ERRORS: dict[str, type[ContractError]] = {
         NotSlotHolder,
         WrongSlotState,
         CommitmentMismatch,
+        RevealKind,
+        ResultMismatch,
         NotClient,
         NotDelegated,
         WrongBond,

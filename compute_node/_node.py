@@ -71,6 +71,8 @@ from chain_scheduler import (
     commitment,
     decode_revert,
     errors,
+    hash_commitment,
+    result_key,
 )
 from chain_scheduler import Job as ChainJob
 from chain_scheduler import Slot as ChainSlot
@@ -549,8 +551,12 @@ class ProviderNode:
                 self._providers.add(to_checksum_address(event.args["provider"]))
                 for watch in self._watched(WatchKind.LEFT):
                     self._consider(watch.job_id, Round(watch.round), None)
+            elif event.name == "ResultPublished" and job_id is not None:
+                self._parent_ended(job_id)
             elif event.name in ("ProviderPaid", "Withdrawn", "JobFinalized", "JobFailed", "JobCancelled"):
                 self._check_credit = True
+                if event.name == "JobFinalized" and job_id is not None:
+                    self._publish(job_id, int(event.args["winnerSlot"]))
                 if job_id is not None and event.name != "ProviderPaid":
                     self._forget(job_id)
                     self._parent_ended(job_id)
@@ -756,6 +762,11 @@ class ProviderNode:
                 return "skip"
         try:
             check = self.runner.precheck(terms=terms, spec_cid=posted.spec_cid)
+        except errors.ResultUnpublished as exc:
+            # A sealed parent result is published by its winner after finalizing: look again then.
+            self._set_watch(Watch(job_id=JobId(job_id), kind=WatchKind.PARENTS, round=int(round_)))
+            logger.info("job_id=%s waits for parent job %s's result to be published", job_id, exc.job_id)
+            return "skip"
         except (BackendError, errors.ChainUnavailable, OSError) as exc:
             logger.warning("job_id=%s: could not check the job now (%s); deciding again later", job_id, _one_line(exc))
             return "defer"
@@ -1086,22 +1097,50 @@ class ProviderNode:
         if self.behaviour == Behaviour.SILENT:
             self._say(job_id, "silent", "job_id=%s silent: never revealing", None)
             return
-        if self.behaviour == Behaviour.COPYCAT:
+        if self.behaviour == Behaviour.COPYCAT and record.slot < terms.k:
             self._reveal_copy(record, terms)
+            return
+        if self.behaviour == Behaviour.COPYCAT and record.result_cid is None:
+            self._reveal_hash(record, terms)
             return
         if record.result_cid is None or record.salt is None or record.usage is None:
             self._say(job_id, "nosalt", "job_id=%s committed but the result and salt are not on record", None)
             return
         if self._held(job_id, "reveal"):
             return
+        envelope = b""
+        if terms.reveals_sealed(record.slot):
+            # Only the CID's hash goes on chain; the client gets the CID encrypted to its key.
+            spec_cid = self._job_posted(job_id).spec_cid
+            envelope = self.runner.envelope(job_id=job_id, spec_cid=spec_cid, result_cid=record.result_cid)
         try:
-            self.market.reveal(job_id, record.slot, record.result_cid, record.usage, record.salt, terms)
+            self.market.reveal(
+                job_id, record.slot, record.result_cid, record.usage, record.salt, terms, envelope=envelope
+            )
         except errors.ContractError as exc:
             self._hold_for(job_id, "reveal")
             logger.warning("job_id=%s reveal refused: %s", job_id, exc)
             return
         self._save(replace(record, phase=JobPhase.REVEALED))
         logger.info("job_id=%s revealed slot %d: %s usage %d", job_id, record.slot, record.result_cid, record.usage)
+
+    def _publish(self, job_id: int, winner: int) -> None:
+        """Put our sealed result on chain once the job is final, if we hold the winning slot:
+        child jobs and anyone but the client read the CID from there."""
+        record = self._record(job_id)
+        if record is None or record.slot != winner or record.result_cid is None:
+            return
+        terms = self._job_posted(job_id).terms
+        if not terms.reveals_sealed(winner) or self.market.events(names=("ResultPublished",), job_id=job_id):
+            return
+        if self.market.slot(job_id, winner).result_digest != result_key(record.result_cid, 0)[:24]:
+            return  # the winning slot is ours, but not with the result on record (a reused id)
+        try:
+            self.market.publish(job_id, record.result_cid, terms)
+        except errors.ContractError as exc:
+            logger.warning("job_id=%s publishing the result refused: %s", job_id, exc)
+            return
+        logger.info("job_id=%s published result %s", job_id, record.result_cid)
 
     # --------------------------------------------------------------- copycat
 
@@ -1121,10 +1160,68 @@ class ProviderNode:
         _fn, args = self.market.contract.decode_function_input(HexBytes(tx["input"]))
         return dict(args)
 
+    def _main_results(self, job_id: int, terms: JobTerms) -> list[MarketEvent]:
+        """The main slots' reveals of a job so far: results in the open, or sealed hashes."""
+        found = self.market.events(names=("ResultRevealed", "ResultSealed"), job_id=job_id)
+        return [e for e in found if int(e.args["slot"]) < terms.k]
+
+    def _copy_result(self, record: JobRecord, terms: JobTerms) -> None:
+        """COPYCAT on a drawn seat: commit the main result revealed so far, without running.
+
+        A job with verifiers reveals its main results sealed, so all there is to copy is a
+        hash: the copycat commits over it, and has no CID to reveal (:meth:`_reveal_hash`).
+        """
+        job_id, slot = int(record.job_id), record.slot
+        assert slot is not None
+        shown = self._main_results(job_id, terms)
+        if not shown:
+            self._say(job_id, "copywait", "job_id=%s copycat: no main result revealed to copy", None)
+            return
+        if self._held(job_id, "commit"):
+            return
+        last, salt = shown[-1], secrets.token_bytes(32)
+        usage = int(last.args["usage"])
+        if last.name == "ResultRevealed":
+            cid = str(last.args["resultCid"])
+            record = replace(record, result_cid=cid, usage=usage, salt=salt, phase=JobPhase.RUNNING)
+            sealed = commitment(job_id, self.address, cid, usage, salt)
+        else:
+            copied = bytes(last.args["resultHash"])
+            record = replace(record, usage=usage, salt=salt, phase=JobPhase.RUNNING, error="copycat: a sealed hash")
+            sealed = hash_commitment(job_id, self.address, copied, usage, salt)
+        record = self._save(record)
+        try:
+            self.market.commit(job_id, slot, sealed, terms)
+        except errors.ContractError as exc:
+            self._hold_for(job_id, "commit")
+            logger.warning("job_id=%s copycat commit refused: %s", job_id, exc)
+            return
+        self._save(replace(record, phase=JobPhase.COMMITTED))
+        logger.info("job_id=%s copycat: committed the main result of slot %s", job_id, last.args["slot"])
+
+    def _reveal_hash(self, record: JobRecord, terms: JobTerms) -> None:
+        """COPYCAT that copied a sealed hash: no CID opens its commitment; try the hash's hex."""
+        job_id = int(record.job_id)
+        assert record.slot is not None and record.salt is not None and record.usage is not None
+        if (job_id, "copyreveal") in self._said:
+            return
+        self._said.add((job_id, "copyreveal"))
+        sealed = [e for e in self._main_results(job_id, terms) if e.name == "ResultSealed"]
+        guess = bytes(sealed[-1].args["resultHash"]).hex() if sealed else ""
+        try:
+            self.market.reveal(job_id, record.slot, guess, record.usage, record.salt, terms)
+        except errors.ContractError as exc:
+            logger.warning("job_id=%s copycat: the sealed main result left nothing to reveal: %s", job_id, exc)
+            return
+        logger.error("job_id=%s copycat: a reveal of the hash was ACCEPTED; sealing does not hold", job_id)
+
     def _copy_commitment(self, record: JobRecord, terms: JobTerms, job: ChainJob) -> None:
         """COPYCAT: commit the commitment hash another provider sent, without running anything."""
         job_id = int(record.job_id)
         assert record.slot is not None
+        if record.slot > terms.k:
+            self._copy_result(record, terms)
+            return
         if record.phase != JobPhase.RUNNING:
             record = self._save(replace(record, phase=JobPhase.RUNNING))
         others = self._others_commits(job_id)

@@ -127,8 +127,9 @@ from chain_scheduler import (
     paid_units,
     payment,
     resolve_parent_result,
+    seal,
 )
-from chain_scheduler.errors import ChainSchedulerError, ChainUnavailable, SpecError
+from chain_scheduler.errors import ChainSchedulerError, ChainUnavailable, ResultUnpublished, SpecError
 from compute_node._behaviour import Behaviour
 from compute_node.executors import ExecutionRequest, ExecutionResult, Executor, StopReason
 from storage import (
@@ -703,6 +704,20 @@ class JobRunner:
             )
         return executor
 
+    def envelope(self, *, job_id: int, spec_cid: str, result_cid: str) -> bytes:
+        """``result_cid`` encrypted to the delivery key the job's spec names, for a sealed reveal.
+
+        Empty when the spec names no key or cannot be read: the reveal goes ahead without
+        one (the client then reads the result once it is published), since a reveal missed
+        for want of an envelope would cost the provider its collateral.
+        """
+        try:
+            key = load_spec(self._store, spec_cid).delivery_key
+            return seal(result_cid, key, job_id=job_id) if key else b""
+        except (SpecError, StorageError, ValueError) as exc:
+            logger.warning("job_id=%s no envelope for the client: %s", job_id, _one_line(exc))
+            return b""
+
     def _load_spec(self, spec_cid: str) -> JobSpec:
         try:
             return load_spec(self._store, spec_cid)
@@ -756,7 +771,7 @@ class JobRunner:
             )
         try:
             return resolve_parent_result(self._market, parent)
-        except ChainUnavailable:
+        except (ChainUnavailable, ResultUnpublished):
             raise
         except ChainSchedulerError as exc:  # not finalized (as this RPC node sees it), unknown, logs pruned
             raise _Declined(_one_line(exc)) from None

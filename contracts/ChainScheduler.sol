@@ -123,18 +123,54 @@ contract ChainScheduler is ChainSchedulerBase {
         uint64 usage,
         bytes32 salt
     ) external {
-        Job memory job = _load(jobId, terms);
+        Job memory job = _opening(jobId, terms, slot, keccak256(bytes(resultCid)), usage, salt, false);
+        emit ResultRevealed(jobId, slot, msg.sender, resultCid, usage);
+        _revealed(jobId, job, terms);
+    }
+
+    /// @notice See `IChainScheduler`.
+    function revealSealed(
+        uint256 jobId,
+        JobTerms calldata terms,
+        uint8 slot,
+        bytes32 resultHash,
+        uint64 usage,
+        bytes32 salt,
+        bytes calldata envelope
+    ) external {
+        Job memory job = _opening(jobId, terms, slot, resultHash, usage, salt, true);
+        emit ResultSealed(jobId, slot, msg.sender, resultHash, usage, envelope);
+        _revealed(jobId, job, terms);
+    }
+
+    /// @dev Open the slot's commitment and record its result key; the caller emits the event.
+    function _opening(
+        uint256 jobId,
+        JobTerms calldata terms,
+        uint8 slot,
+        bytes32 resultHash,
+        uint64 usage,
+        bytes32 salt,
+        bool sealed_
+    ) private returns (Job memory job) {
+        job = _load(jobId, terms);
         _requireStatus(jobId, job, JobStatus.Revealing);
         _requireBefore(jobId, job.deadline);
+        // Main and audit results of a job with verifiers stay sealed, so that a drawn
+        // verifier, who reveals the CID itself, cannot copy what it did not compute.
+        bool mustSeal = terms.verifiers != 0 && slot <= terms.k;
+        if (sealed_ != mustSeal) revert ChainSchedulerRevealKind(jobId, slot, mustSeal);
         Slot storage s = _heldSlot(jobId, slot, SlotState.Committed);
         // The commitment binds job, provider, result and usage: another provider's
         // commitment or a different result opens nothing.
-        bytes32 opened = keccak256(abi.encode(jobId, msg.sender, resultCid, usage, salt));
+        bytes32 opened = keccak256(abi.encode(jobId, msg.sender, resultHash, usage, salt));
         if (opened != _sealed[jobId][slot]) revert ChainSchedulerCommitmentMismatch(jobId, slot);
         s.state = SlotState.Revealed;
-        _sealed[jobId][slot] = _resultKey(resultCid, usage);
+        _sealed[jobId][slot] = _resultKey(resultHash, usage);
         job.revealed += 1;
-        emit ResultRevealed(jobId, slot, msg.sender, resultCid, usage);
+    }
+
+    function _revealed(uint256 jobId, Job memory job, JobTerms calldata terms) private {
         if (job.revealed == job.committed) _tally(jobId, job, terms);
         _jobs[jobId] = job;
     }

@@ -849,8 +849,9 @@ abstract contract ChainSchedulerBase is IChainSchedulerTypes {
         return deterministic ? a == b : (a >> 64) == (b >> 64);
     }
 
-    function _resultKey(string calldata resultCid, uint64 usage) internal pure returns (bytes32) {
-        return bytes32(uint256(bytes32(bytes24(keccak256(bytes(resultCid))))) | usage);
+    /// @dev bytes24 of the result CID's keccak256 | uint64 usage.
+    function _resultKey(bytes32 resultHash, uint64 usage) internal pure returns (bytes32) {
+        return bytes32(uint256(bytes32(bytes24(resultHash))) | usage);
     }
 
     /// @dev The lower median of the first n values (sorted in place); mirrored in Python.

@@ -272,6 +272,15 @@ interface IChainSchedulerTypes {
     /// @param jobId The job.
     /// @param slot The slot index.
     error ChainSchedulerCommitmentMismatch(uint256 jobId, uint8 slot);
+    /// @notice The slot reveals the other way: main and audit slots of a job with verifiers
+    /// reveal sealed (`revealSealed`, the CID's hash), every other slot reveals its CID (`reveal`).
+    /// @param jobId The job.
+    /// @param slot The slot index.
+    /// @param sealedExpected True when this slot must use `revealSealed`.
+    error ChainSchedulerRevealKind(uint256 jobId, uint8 slot, bool sealedExpected);
+    /// @notice The CID published does not hash to the job's accepted result.
+    /// @param jobId The job.
+    error ChainSchedulerResultMismatch(uint256 jobId);
     /// @notice Only the job's client may do this.
     /// @param jobId The job.
     /// @param caller The caller.
@@ -394,6 +403,20 @@ interface IChainSchedulerTypes {
     /// @param resultCid CID of the outputs and receipt.
     /// @param usage Metered units used.
     event ResultRevealed(uint256 indexed jobId, uint8 slot, address indexed provider, string resultCid, uint64 usage);
+    /// @notice A main or audit slot of a job with verifiers revealed the hash of its result.
+    /// @param jobId The job.
+    /// @param slot The slot index.
+    /// @param provider The provider.
+    /// @param resultHash keccak256 of the result CID.
+    /// @param usage Metered units used.
+    /// @param envelope The CID encrypted to the client's delivery key (empty when the spec names none).
+    event ResultSealed(
+        uint256 indexed jobId, uint8 slot, address indexed provider, bytes32 resultHash, uint64 usage, bytes envelope
+    );
+    /// @notice The CID of a finalized job's sealed result, checked against its hash.
+    /// @param jobId The job.
+    /// @param resultCid The accepted result.
+    event ResultPublished(uint256 indexed jobId, string resultCid);
     /// @notice A slot lost its collateral.
     /// @param jobId The job.
     /// @param slot The slot index.
@@ -507,14 +530,17 @@ interface IChainScheduler is IChainSchedulerTypes {
     /// @param terms The job's terms.
     function closeBidding(uint256 jobId, JobTerms calldata terms) external;
 
-    /// @notice Commit to a result: `keccak256(abi.encode(jobId, provider, resultCid, usage, salt))`.
+    /// @notice Commit to a result:
+    /// `keccak256(abi.encode(jobId, provider, keccak256(bytes(resultCid)), usage, salt))`.
     /// @param jobId The job.
     /// @param terms The job's terms.
     /// @param slot The caller's slot index.
     /// @param commitment The commitment.
     function commit(uint256 jobId, JobTerms calldata terms, uint8 slot, bytes32 commitment) external;
 
-    /// @notice Reveal the committed result.
+    /// @notice Reveal the committed result in the open. Slots of jobs without verifiers, and the
+    /// verification seats of any job, reveal this way; main and audit slots of a job with
+    /// verifiers use `revealSealed` (`RevealKind` otherwise).
     /// @param jobId The job.
     /// @param terms The job's terms.
     /// @param slot The caller's slot index.
@@ -528,6 +554,27 @@ interface IChainScheduler is IChainSchedulerTypes {
         string calldata resultCid,
         uint64 usage,
         bytes32 salt
+    ) external;
+
+    /// @notice Reveal the committed result sealed: only the CID's hash goes on chain, so drawn
+    /// verifiers who did not run the job have nothing to copy. Main and audit slots of a job with
+    /// verifiers reveal this way; the client learns the CID from the envelope, and anyone holding
+    /// it can `publish` it once the job is finalized.
+    /// @param jobId The job.
+    /// @param terms The job's terms.
+    /// @param slot The caller's slot index.
+    /// @param resultHash keccak256 of the result CID.
+    /// @param usage Metered units used.
+    /// @param salt The commitment's salt.
+    /// @param envelope The CID encrypted to the client's delivery key (see docs/security.md).
+    function revealSealed(
+        uint256 jobId,
+        JobTerms calldata terms,
+        uint8 slot,
+        bytes32 resultHash,
+        uint64 usage,
+        bytes32 salt,
+        bytes calldata envelope
     ) external;
 
     /// @notice Anyone: move a job whose phase deadline passed (unfilled, uncommitted, unrevealed).
@@ -550,6 +597,13 @@ interface IChainScheduler is IChainSchedulerTypes {
     /// @param terms The child's terms.
     /// @param parentIndex Index in `terms.parents` of the failed parent.
     function cancelOrphan(uint256 jobId, JobTerms calldata terms, uint256 parentIndex) external;
+
+    /// @notice Anyone: put the CID of a finalized job's accepted result on chain (`ResultPublished`),
+    /// for a result that was revealed sealed. It must hash to the accepted result.
+    /// @param jobId The job.
+    /// @param terms The job's terms.
+    /// @param resultCid The result CID.
+    function publish(uint256 jobId, JobTerms calldata terms, string calldata resultCid) external;
 
     /// @notice Client: challenge a succeeded job within its challenge window, with a bond equal
     /// to the slot collateral. Fresh verifiers re-run it; the loser pays.

@@ -135,7 +135,7 @@ class JobOutcome:
         receipt: Who was paid what (``JobHandle.receipt``).
         line: The last line of its ``show`` output.
         slashed: (provider, slot, wei) of every slot whose collateral was taken.
-        revealed: Provider -> the result CID it revealed.
+        revealed: Provider -> the result CID it revealed (or the hash it revealed sealed).
         displaced: Providers a cheaper bid pushed out during the bid window.
         seconds: From posting to Finalized.
     """
@@ -284,7 +284,7 @@ def collect(
         text = (outputs / job.show).read_text(errors="replace").strip()
         events = client.market.events(
             from_block=handle.from_block,
-            names=("SlotSlashed", "BidDisplaced", "ResultRevealed"),
+            names=("SlotSlashed", "BidDisplaced", "ResultRevealed", "ResultSealed"),
             job_id=handle.job_id,
         )
         outcomes.append(
@@ -301,7 +301,12 @@ def collect(
                 displaced=tuple(str(e.args["provider"]) for e in events if e.name == "BidDisplaced"),
                 seconds=took[handle.job_id],
                 revealed={
-                    str(e.args["provider"]): str(e.args["resultCid"]) for e in events if e.name == "ResultRevealed"
+                    # A job with verifiers has its main results revealed sealed: only the hash is public.
+                    str(e.args["provider"]): str(e.args["resultCid"])
+                    if e.name == "ResultRevealed"
+                    else f"sealed 0x{bytes(e.args['resultHash']).hex()[:16]}…"
+                    for e in events
+                    if e.name in ("ResultRevealed", "ResultSealed")
                 },
             )
         )

@@ -231,6 +231,24 @@ MUTANTS: Final[Sequence[Mutant]] = (
         original="        if (round == Round.Verify) _armDraw(jobId, round);\n",
         mutated="",
     ),
+    Mutant(
+        name="verifier-reveals-sealed",
+        bug="a verifier seat may reveal the hash it saw instead of the CID: a copycat verifies without running",
+        original="bool mustSeal = terms.verifiers != 0 && slot <= terms.k;",
+        mutated="bool mustSeal = sealed_ && slot <= 255;",
+    ),
+    Mutant(
+        name="main-reveals-in-the-open",
+        bug="a main slot of a job with verifiers reveals its CID in the open: the verifiers can copy it",
+        original="bool mustSeal = terms.verifiers != 0 && slot <= terms.k;",
+        mutated="bool mustSeal = terms.verifiers != 0 && slot <= terms.k && sealed_;",
+    ),
+    Mutant(
+        name="publish-unchecked",
+        bug="publish() accepts any CID as a finalized job's result: a child job reads whatever was published",
+        original="        if (bytes24(keccak256(bytes(resultCid))) != bytes24(_sealed[jobId][job.winner])) {",
+        mutated="        if (bytes(resultCid).length == 0) {",
+    ),
 )
 
 

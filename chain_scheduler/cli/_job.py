@@ -476,6 +476,23 @@ def challenge(
         emit({"job_id": job_id, "bond": bond, "status": handle.status().status.name.lower()}, as_json)
 
 
+@app.command("publish")
+def publish(
+    job_id: int,
+    rpc: RpcOpt = None,
+    contract: ContractOpt = None,
+    devnet: DevnetOpt = Path(".devnet"),
+    account: AccountOpt = None,
+    key_file: KeyFileOpt = None,
+    key_env: KeyEnvOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Put a finalized job's sealed result CID on chain (its winner usually does), for child jobs to read."""
+    with client(endpoints(rpc, contract, None, devnet), KeyChoice(account, key_file, key_env), need_store=False) as sdk:
+        cid = sdk.job(job_id).publish()
+        emit({"job_id": job_id, "result_cid": cid}, as_json)
+
+
 @app.command("timeout")
 def timeout(
     job_id: int,

@@ -305,7 +305,7 @@ abstract contract AttackBase {
     }
 
     function _commitment(uint256 jobId, address who, string memory cid) internal pure returns (bytes32) {
-        return keccak256(abi.encode(jobId, who, cid, USAGE, _salt(jobId, who)));
+        return keccak256(abi.encode(jobId, who, keccak256(bytes(cid)), USAGE, _salt(jobId, who)));
     }
 
     function _commit(uint256 jobId, IChainSchedulerTypes.JobTerms memory t, uint256 slot, string memory cid) internal {
@@ -315,7 +315,14 @@ abstract contract AttackBase {
 
     function _reveal(uint256 jobId, IChainSchedulerTypes.JobTerms memory t, uint256 slot, string memory cid) internal {
         address who = _holder(jobId, slot);
-        _as(who, 0, abi.encodeCall(IChainScheduler.reveal, (jobId, t, uint8(slot), cid, USAGE, _salt(jobId, who))));
+        bytes32 salt = _salt(jobId, who);
+        // Main and audit slots of a job with verifiers reveal only the CID's hash.
+        if (t.verifiers != 0 && slot <= t.k) {
+            bytes32 hash = keccak256(bytes(cid));
+            _as(who, 0, abi.encodeCall(IChainScheduler.revealSealed, (jobId, t, uint8(slot), hash, USAGE, salt, "")));
+        } else {
+            _as(who, 0, abi.encodeCall(IChainScheduler.reveal, (jobId, t, uint8(slot), cid, USAGE, salt)));
+        }
     }
 
     /// @dev Main providers bid, then commit and reveal `cid` (all the same result).
@@ -1007,6 +1014,97 @@ contract AttacksTest is AttackBase {
         consoleLog("client side after", clientSideAfter);
         _true("the client side pays something for the result it read", clientSideAfter < clientSideBefore);
         _true("the honest revealer is paid something", market.creditOf(honest) > 0);
+    }
+
+    // ========================================================= sealed results
+    /// @dev Call the market as `who` and return the revert data (empty when it succeeded).
+    function _tryAs(address who, bytes memory data) internal returns (bytes memory) {
+        VM.prank(who);
+        (bool ok, bytes memory ret) = address(market).call(data);
+        return ok ? bytes("") : ret;
+    }
+
+    /// @notice A copycat verifier has nothing to copy. The main result of a job with verifiers is
+    /// revealed sealed: only `keccak256(cid)` reaches the chain (an open reveal is refused). A
+    /// drawn verifier must reveal the CID itself, which the hash does not give: the copycat's
+    /// commitment over the hash opens with no CID it can name, a sealed reveal from its seat is
+    /// refused, and it loses its collateral when the reveal window closes. The honest verifiers
+    /// confirm the result, and the result is published once the job is final.
+    function test_copycatVerifierHasNothingToCopy() public {
+        address[] memory pool = _accounts("verifier", 3);
+        _registerAll(pool, WASM | verifier, 10 ether);
+        address main = _account("main");
+        _register(main, WASM, 10 ether);
+        address client = _account("client");
+        IChainSchedulerTypes.JobTerms memory t = _terms(client, 1, 1, 3, 0, 1 ether);
+        t.challengeWindow = 1 hours;
+        uint256 jobId = _post(t);
+        _bid(jobId, t, main);
+        _commit(jobId, t, 0, HONEST);
+        _eqBytes(
+            "an open reveal of a sealed slot is refused",
+            _tryAs(main, abi.encodeCall(IChainScheduler.reveal, (jobId, t, 0, HONEST, USAGE, _salt(jobId, main)))),
+            abi.encodeWithSelector(IChainSchedulerTypes.ChainSchedulerRevealKind.selector, jobId, 0, true)
+        );
+        _reveal(jobId, t, 0, HONEST);
+        _eqBytes(
+            "nothing to publish before the job is final",
+            _tryAs(client, abi.encodeCall(IChainScheduler.publish, (jobId, t, HONEST))),
+            abi.encodeWithSelector(
+                IChainSchedulerTypes.ChainSchedulerWrongStatus.selector,
+                jobId,
+                IChainSchedulerTypes.JobStatus.Finalized,
+                IChainSchedulerTypes.JobStatus.Succeeded
+            )
+        );
+        _as(client, t.collateral, abi.encodeCall(IChainScheduler.challenge, (jobId, t)));
+        _drawNextBlock(jobId, t, 0);
+
+        // Seat 2 is the copycat: all it saw is the hash, so it commits over the hash.
+        address copycat = _holder(jobId, 2);
+        bytes32 seen = keccak256(bytes(HONEST));
+        bytes32 salt = _salt(jobId, copycat);
+        _as(copycat, 0, abi.encodeCall(IChainScheduler.commit, (jobId, t, 2, keccak256(abi.encode(jobId, copycat, seen, USAGE, salt)))));
+        _commit(jobId, t, 3, HONEST);
+        _commit(jobId, t, 4, HONEST);
+        _eqBytes(
+            "a verifier seat cannot reveal sealed",
+            _tryAs(copycat, abi.encodeCall(IChainScheduler.revealSealed, (jobId, t, 2, seen, USAGE, salt, ""))),
+            abi.encodeWithSelector(IChainSchedulerTypes.ChainSchedulerRevealKind.selector, jobId, 2, false)
+        );
+        _eqBytes(
+            "the hash is not a CID that opens the commitment",
+            _tryAs(copycat, abi.encodeCall(IChainScheduler.reveal, (jobId, t, 2, _hex(seen), USAGE, salt))),
+            abi.encodeWithSelector(IChainSchedulerTypes.ChainSchedulerCommitmentMismatch.selector, jobId, 2)
+        );
+        _reveal(jobId, t, 3, HONEST);
+        _reveal(jobId, t, 4, HONEST);
+        _warpPast(_job(jobId).deadline);
+        market.timeout(jobId, t);
+        _warpPast(_job(jobId).deadline);
+        market.finalize(jobId, t);
+        _eq("finalized", uint8(_job(jobId).status), uint8(IChainSchedulerTypes.JobStatus.Finalized));
+
+        _eq("the copycat lost its collateral", _stake(copycat), 9 ether);
+        _eq("and earned nothing", market.creditOf(copycat), 0);
+        _true("an honest verifier is paid", market.creditOf(_holder(jobId, 3)) > 0);
+        _eq("the main provider keeps its stake", _stake(main), 10 ether);
+        _eqBytes(
+            "a CID that is not the result is not published",
+            _tryAs(client, abi.encodeCall(IChainScheduler.publish, (jobId, t, WRONG))),
+            abi.encodeWithSelector(IChainSchedulerTypes.ChainSchedulerResultMismatch.selector, jobId)
+        );
+        _eqBytes("anyone publishes the result", _tryAs(keeper, abi.encodeCall(IChainScheduler.publish, (jobId, t, HONEST))), "");
+    }
+
+    function _hex(bytes32 value) internal pure returns (string memory out) {
+        bytes memory digits = "0123456789abcdef";
+        bytes memory b = new bytes(64);
+        for (uint256 i = 0; i < 32; ++i) {
+            b[2 * i] = digits[uint8(value[i]) >> 4];
+            b[2 * i + 1] = digits[uint8(value[i]) & 15];
+        }
+        out = string(b);
     }
 
     /// @notice A verifier slashed for a missed commit is drawn straight back into the same round.

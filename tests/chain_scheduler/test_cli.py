@@ -12,7 +12,18 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
-from chain_scheduler import Capability, JobStatus, JobTerms, Market, commitment
+from chain_scheduler import (
+    Capability,
+    JobStatus,
+    JobTerms,
+    Market,
+    commitment,
+    delivery_key,
+    errors,
+    public_key_hex,
+    resolve_parent_result,
+    seal,
+)
 from chain_scheduler._anvil import Anvil, advance_time, free_port
 from chain_scheduler._keys import devnet_key
 from chain_scheduler.cli import ExitCode, app
@@ -234,3 +245,41 @@ def test_job_timeout_moves_an_expired_open_job_and_says_when_nothing_expired(
     # And a job with no phase left is refused with its status
     again = job_cli(node, market, store, "timeout", str(job_id))
     assert again.exit_code == ExitCode.REVERTED and "is Failed: it has no phase left to move" in again.stderr
+
+
+def test_job_publish_puts_the_sealed_result_the_client_opened_on_chain(
+    node: Anvil, market: Market, tmp_path: Path
+) -> None:
+    # Given: a job with a verifier, whose only result was revealed sealed with an envelope for the client
+    client = market.with_account(devnet_key(1).address)
+    terms = JobTerms.create(client=client.account, spec_cid=SPEC, max_price=1, max_units=10, collateral=10**15,
+                            verifiers=1, challenge_window=30)  # fmt: skip
+    job_id = client.post_job(SPEC, terms)
+    provider = market.with_account(devnet_key(6).address)
+    if not provider.provider(provider.account).registered:
+        provider.register(Capability.WASM, 10**18)
+    provider.bid(job_id, 1, terms)
+    cid, salt = "bafkreiresultsealedforthecliententest", b"\x09" * 32
+    provider.commit(job_id, 0, commitment(job_id, provider.account, cid, 5, salt), terms)
+    envelope = seal(cid, public_key_hex(delivery_key(devnet_key(1).key)), job_id=job_id)
+    provider.reveal(job_id, 0, cid, 5, salt, terms, envelope=envelope)
+    store = tmp_path / "store"
+
+    # When: it is published before it is final, Then: refused, and nothing is on chain
+    early = job_cli(node, market, store, "publish", str(job_id))
+    assert early.exit_code == ExitCode.REVERTED, early.output
+    assert "WrongStatus" in early.stderr and "Succeeded" in early.stderr
+    # And another account has no key to the envelope
+    stranger = job_cli(node, market, store, "publish", str(job_id), "--account", "5")
+    assert stranger.exit_code == ExitCode.FAILURE, stranger.output
+    assert "no envelope opens with this client's delivery key" in stranger.stderr
+
+    # When: the job is final, Then: the client publishes the CID it opened, and child jobs can read it
+    advance_time(node.web3(), 31)
+    market.finalize(job_id, terms)
+    with pytest.raises(errors.ResultUnpublished):
+        resolve_parent_result(market, job_id)
+    published = job_cli(node, market, store, "publish", str(job_id), "--json")
+    assert published.exit_code == 0, published.output
+    assert json.loads(published.stdout) == {"job_id": job_id, "result_cid": cid}
+    assert resolve_parent_result(market, job_id) == cid

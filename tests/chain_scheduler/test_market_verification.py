@@ -33,7 +33,7 @@ def _escalated(h: Harness, **overrides: Any) -> tuple[Run, TxResult]:
 
 def test_no_quorum_escalates_to_fresh_verifiers(h: Harness) -> None:
     run, last = _escalated(h)
-    assert names(last) == ["ResultRevealed", "RoundOpened", "DrawPending"]
+    assert names(last) == ["ResultSealed", "RoundOpened", "DrawPending"]
     assert events(last, "RoundOpened") == [
         {"jobId": run.job_id, "round": Round.VERIFY, "slots": 3, "fillDeadline": _at(h, last) + run.terms.fill_timeout}
     ]
@@ -305,7 +305,7 @@ def test_auditor_agrees_job_succeeds_auditor_paid_audited_counted(h: Harness) ->
     run.fill()
     run.commit(3)
     txs = run.reveal_all()
-    assert names(txs[-1]) == ["ResultRevealed", "JobSucceeded"]
+    assert names(txs[-1]) == ["ResultSealed", "JobSucceeded"]
 
     tx = run.finalize()
 
@@ -325,7 +325,7 @@ def test_auditor_disagrees_verifiers_decide(h: Harness, verdict: str) -> None:
     run.fill()
     run.commit(3, BAD)
     txs = run.reveal_all()
-    assert names(txs[-1]) == ["ResultRevealed", "RoundOpened", "DrawPending"]
+    assert names(txs[-1]) == ["ResultSealed", "RoundOpened", "DrawPending"]
     assert events(txs[-1], "RoundOpened")[0]["round"] == Round.VERIFY
     assert events(txs[-1], "RoundOpened")[0]["slots"] == 2
     run.fill()

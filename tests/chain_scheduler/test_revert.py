@@ -38,6 +38,8 @@ def _sample(abi_type: str, i: int) -> Any:
         return ADDRESS
     if abi_type.startswith("bytes"):
         return keccak(bytes([i]))[: int(abi_type[5:])]
+    if abi_type == "bool":
+        return i % 2 == 0
     return 2 + i % 3  # uint8 2..4 is a valid JobStatus and SlotState
 
 

@@ -36,7 +36,9 @@ from chain_scheduler import (
     MarketEvent,
     SlotState,
     commitment,
+    delivery_key,
     errors,
+    public_key_hex,
 )
 from chain_scheduler._anvil import DEVNET_MNEMONIC, Anvil, advance_time
 from compute_node import JobPhase, NodeState
@@ -208,10 +210,19 @@ def post_wordcount_job(chain: Chain, wasm_examples: dict[str, Path], **overrides
     inputs = chain.work / "inputs"
     inputs.mkdir(exist_ok=True)
     (inputs / "text.txt").write_text(TEXT)
+    # A job with verifiers has its main results revealed sealed: they reach the client
+    # encrypted to the delivery key its spec names (the client SDK adds it the same way).
+    key = public_key_hex(delivery_key(devnet_account(1).key)) if overrides.get("verifiers") else None
     with LocalStore(root=chain.store_path) as store:
         module_cid = str(store.put_file(wasm_examples["wordcount"]))
         inputs_cid = str(store.put_directory(inputs))
-        spec = JobSpec(version=1, executor="wasm", artifact=module_cid, inputs=[InputRef(cid=inputs_cid, path="text")])
+        spec = JobSpec(
+            version=1,
+            executor="wasm",
+            artifact=module_cid,
+            inputs=[InputRef(cid=inputs_cid, path="text")],
+            delivery_key=key,
+        )
         spec_cid = str(store.put_bytes(spec.to_bytes()))
     client = chain.market.with_account(devnet_account(1))
     fields: dict[str, int] = {

@@ -8,7 +8,9 @@ outcome on chain. Here:
   on the result and are each paid the lower median of their CPU times;
 - an escalation: three main replicas that all disagree open a Verify round,
   which three fresh daemons decide;
-- a client challenge of a wrong k=1 result, upheld by three fresh verifiers.
+- a client challenge of a wrong k=1 result, upheld by three fresh verifiers;
+- a griefing challenge of a right result, sealed: a copycat verifier has only the
+  result's hash to copy, reveals nothing, and loses its collateral.
 """
 
 from __future__ import annotations
@@ -39,15 +41,23 @@ from test_node import (
 
 from chain_scheduler import (
     Capability,
+    Client,
     Executor,
     InputRef,
+    JobHandle,
+    JobId,
     JobSpec,
     JobStatus,
     JobTerms,
     Limits,
     Round,
+    delivery_key,
+    errors,
     lower_median,
+    open_envelope,
     pool_shares,
+    resolve_parent_result,
+    result_hash,
 )
 from storage import LocalStore
 
@@ -251,7 +261,8 @@ def test_a_client_challenge_of_a_wrong_result_is_upheld_by_fresh_verifiers(
     daemons += verifiers
     wait_for(f"job {job_id} to succeed", lambda: chain.market.job(job_id).status == JobStatus.SUCCEEDED,
              timeout=60, daemons=daemons)  # fmt: skip
-    wrong_cid = str(events(chain, job_id, "ResultRevealed")[0]["resultCid"])
+    # The only main result is revealed sealed: its hash on chain, its CID in the client's envelope
+    wrong_hash = bytes(events(chain, job_id, "ResultSealed")[0]["resultHash"])  # type: ignore[arg-type]
 
     # When the client challenges within the window, with the collateral as its bond
     client = chain.market.with_account(devnet_account(1))
@@ -272,7 +283,7 @@ def test_a_client_challenge_of_a_wrong_result_is_upheld_by_fresh_verifiers(
     assert int(str(finalized["winnerSlot"])) > terms.k
     revealed = {p: str(args["resultCid"]) for p, args in by_provider(chain, job_id, "ResultRevealed").items()}
     verdict = {revealed[d.address] for d in verifiers}
-    assert len(verdict) == 1 and wrong_cid not in verdict
+    assert len(verdict) == 1 and result_hash(next(iter(verdict))) != wrong_hash
     assert read_result_file(chain, verdict.pop(), "wc.txt").strip().splitlines()[-1] == expected_total_line()
 
     # And the wrong provider is slashed, the verifiers paid, the bond back with the client
@@ -288,3 +299,65 @@ def test_a_client_challenge_of_a_wrong_result_is_upheld_by_fresh_verifiers(
         wait_for(f"{d.name} to withdraw", has_withdrawn(chain, d.address, amount + share), daemons=daemons)
     assert chain.market.provider(cheat.address).slashed == 1
     assert "behaviour=wrong" in cheat.log()
+
+
+def test_a_copycat_verifier_has_nothing_to_copy_and_loses_its_collateral(
+    chain: Chain, daemons: list[test_node.Daemon], wasm_examples: dict[str, Path]
+) -> None:
+    # Given a right k=1 result of a job with three verifiers, revealed sealed
+    test_node.empty_pool(chain)
+    register(chain, Capability.WASM, 15)
+    register(chain, Capability.WASM | Capability.VERIFIER, 16, 17, 18)
+    main = Daemon(chain=chain, index=15, name="main15").start()
+    daemons.append(main)
+    job_id, terms = post_wordcount_job(chain, wasm_examples, k=1, m=1, verifiers=3, challenge_window=30)
+    quiet_id, _ = post_wordcount_job(chain, wasm_examples, k=1, m=1, verifiers=3, challenge_window=30)
+    for j in (job_id, quiet_id):
+        wait_for(f"job {j} to succeed", lambda j=j: chain.market.job(j).status == JobStatus.SUCCEEDED,
+                 timeout=60, daemons=daemons)  # fmt: skip
+    assert events(chain, job_id, "ResultRevealed") == []
+    [sealed] = events(chain, job_id, "ResultSealed")
+    # Only the client can read the CID before the job is final: from its envelope, with its key
+    client_key = devnet_account(1)
+    cid = open_envelope(bytes(sealed["envelope"]), delivery_key(client_key.key), job_id=job_id)  # type: ignore[arg-type]
+    assert result_hash(cid) == bytes(sealed["resultHash"])  # type: ignore[arg-type]
+    with pytest.raises(errors.SealError):
+        open_envelope(bytes(sealed["envelope"]), delivery_key(devnet_account(16).key), job_id=job_id)  # type: ignore[arg-type]
+    sdk = Client(w3=chain.w3, contract=chain.market.address, key=client_key, store=f"local:{chain.store_path}")
+    with sdk.connect():
+        assert JobHandle(client=sdk, job_id=JobId(job_id)).result_cid() == cid
+    assert read_result_file(chain, cid, "wc.txt").strip().splitlines()[-1] == expected_total_line()
+
+    # When the client challenges it anyway, and the pool holds two honest verifiers and a copycat
+    honest = [Daemon(chain=chain, index=i, name=f"verifier{i}").start() for i in (16, 17)]
+    copycat = Daemon(chain=chain, index=18, name="copycat18", behaviour="copycat").start()
+    daemons += [*honest, copycat]
+    chain.market.with_account(devnet_account(1)).challenge(job_id, terms)
+
+    # Then the copycat has only the hash to copy: it commits over it and can reveal no CID
+    wait_for(f"job {job_id} to be finalized", lambda: chain.market.job(job_id).status == JobStatus.FINALIZED,
+             timeout=90, daemons=daemons)  # fmt: skip
+    assert "copycat: the sealed main result left nothing to reveal" in copycat.log()
+    assert [args["provider"] for args in events(chain, job_id, "SlotSlashed")] == [copycat.address]
+    assert chain.market.provider(copycat.address).free == ETH - COLLATERAL
+    assert copycat.address not in by_provider(chain, job_id, "ProviderPaid")
+    # And the honest verifiers confirm the result: the challenge fails, everyone honest is paid
+    finalized = events(chain, job_id, "JobFinalized")[0]
+    assert finalized["challengeUpheld"] is False
+    revealed = by_provider(chain, job_id, "ResultRevealed")
+    assert {str(revealed[d.address]["resultCid"]) for d in honest} == {cid}
+    assert set(by_provider(chain, job_id, "ProviderPaid")) == {main.address, *(d.address for d in honest)}
+    assert chain.market.provider(main.address).free == ETH
+    # The verifiers' result won, revealed in the open: anyone reads it, nothing to publish
+    assert int(str(finalized["winnerSlot"])) > terms.k
+    assert resolve_parent_result(chain.market, job_id) == cid
+    assert events(chain, job_id, "ResultPublished") == []
+
+    # And the unchallenged twin job's sealed result is published by its winner once final
+    wait_for("the twin to be published", lambda: bool(events(chain, quiet_id, "ResultPublished")),
+             timeout=60, daemons=daemons)  # fmt: skip
+    [twin] = events(chain, quiet_id, "ResultSealed")
+    twin_cid = open_envelope(bytes(twin["envelope"]), delivery_key(client_key.key), job_id=quiet_id)  # type: ignore[arg-type]
+    assert [str(args["resultCid"]) for args in events(chain, quiet_id, "ResultPublished")] == [twin_cid]
+    assert resolve_parent_result(chain.market, quiet_id) == twin_cid
+    assert f"job_id={quiet_id} published result {twin_cid}" in main.log()
