@@ -14,7 +14,7 @@ CHAIN_SCHEDULER = {
     "escrow_for", "load_spec", "lower_median", "paid_units", "payment", "pool_shares", "resolve_parent_result",
     "result_key", "spec_digest", "Client", "JobHandle", "JobReceipt", "ProviderReceipt",
     "FromStage", "JobOptions", "Repeat", "Stage", "StageJob", "StageRun", "Until", "Workflow", "WorkflowEvent",
-    "WorkflowRun",
+    "WorkflowRun", "delivery_key", "hash_commitment", "open_envelope", "public_key_hex", "result_hash", "seal",
 }  # fmt: skip
 COMPUTE_NODE = {
     "Behaviour", "DockerEngineUnavailableError", "DockerExecutor", "ExecutionRequest", "ExecutionResult",
