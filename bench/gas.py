@@ -196,6 +196,31 @@ def reassigned(chain: Chain) -> Ledger:
     return led
 
 
+def lottery(chain: Chain) -> Ledger:
+    """A k=3 m=2 lottery job: all seven providers enter, three are drawn and run it."""
+    led = Ledger()
+    c = chain.client
+    terms = chain.terms(k=3, m=2, bid_window=10, lottery=True)
+    r = c.post_job_tx(SPEC, terms)
+    job = int(r.event("JobPosted").args["jobId"])
+    led.add("postJob", r.gas_used)
+    for p in chain.providers:
+        led.add("bid (enters)", p.bid(job, 500).gas_used)
+    chain.advance(11)
+    led.add("closeBidding (arms the draw)", chain.market.close_bidding(job).gas_used)
+    drawn = chain.market.draw(job)
+    led.add("draw (3 of 7 entrants)", drawn.gas_used)
+    seats = chain.drawn(drawn)
+    salts = [chain.run(p, job, slot, GOOD, 40_000, led) for slot, p in seats]
+    for (slot, p), salt in zip(seats, salts, strict=True):
+        led.add("reveal", p.reveal(job, slot, GOOD, 40_000, salt).gas_used)
+    chain.advance(31)
+    led.add("finalize", chain.market.finalize(job).gas_used)
+    for _, p in seats:
+        led.add("withdraw (provider)", p.withdraw().gas_used)
+    return led
+
+
 SCENARIOS: dict[str, Callable[[Chain], Ledger]] = {
     "k=1 m=1 unchallenged": k1,
     "k=1 m=1, no challenge window": k1_no_window,
@@ -203,6 +228,7 @@ SCENARIOS: dict[str, Callable[[Chain], Ledger]] = {
     "k=1 with an audit": audited,
     "k=1 challenged (3 verifiers)": challenged,
     "k=1 commit timeout, reassigned": reassigned,
+    "k=3 m=2 lottery (7 entrants)": lottery,
 }
 
 
@@ -216,11 +242,14 @@ def measure(chain: Chain) -> dict[str, dict[str, object]]:
 
 
 POOL_SIZES = (10, 100, 1000)
+LOTTERY_SIZES = (3, 8, 32)
 
 
-def pool_scaling() -> dict[str, dict[str, int]]:
-    """Gas of joining the pool and of drawing three verifier seats as the pool grows (anvil)."""
+def pool_scaling() -> tuple[dict[str, dict[str, int]], dict[str, dict[str, int]]]:
+    """Gas of joining the pool and of drawing three verifier seats as the pool grows, and of a
+    lottery's entries and draw as its entrants grow (anvil)."""
     out: dict[str, dict[str, int]] = {}
+    lotteries: dict[str, dict[str, int]] = {}
     with Anvil(accounts=POOL_SIZES[-1] + 3) as node:
         w3 = node.web3()
         accounts = w3.eth.accounts
@@ -251,7 +280,20 @@ def pool_scaling() -> dict[str, dict[str, int]]:
             drawn = market.draw(job, terms)
             assert len(drawn.named("SlotAssigned")) == 3
             out[str(size)] = {"register (joins the pool)": join, "draw (3 verifier seats)": drawn.gas_used}
-    return out
+        lottery_terms = JobTerms.create(
+            client=client.account, spec_cid=SPEC, executor=Executor.WASM, max_price=1_000, max_units=1_000_000,
+            collateral=COLLATERAL, challenge_window=30, k=3, m=2, bid_window=30, lottery=True,
+        )  # fmt: skip
+        for n in LOTTERY_SIZES:
+            job = client.post_job(SPEC, lottery_terms)
+            enter = [market.with_account(accounts[3 + i]).bid(job, 500, lottery_terms).gas_used for i in range(n)]
+            advance_time(w3, 31)
+            close = market.close_bidding(job, lottery_terms).gas_used
+            drawn = market.draw(job, lottery_terms)
+            assert len(drawn.named("SlotAssigned")) == 3
+            lotteries[str(n)] = {"enter (last entrant)": enter[-1], "closeBidding (arms)": close,
+                                 "draw (3 replicas)": drawn.gas_used}  # fmt: skip
+    return out, lotteries
 
 
 def on_anvil() -> dict[str, dict[str, object]]:
@@ -276,7 +318,7 @@ def on_eth_tester() -> dict[str, dict[str, object]]:
 def main() -> None:
     started = time.time()
     results = {"anvil": on_anvil(), "eth-tester": on_eth_tester()}
-    pool = pool_scaling()
+    pool, lotteries = pool_scaling()
     print(f"{'scenario':34} {'anvil':>10} {'eth-tester':>11} {'first run':>10} {'txs':>4}")
     for name in SCENARIOS:
         a, e = results["anvil"][name], results["eth-tester"][name]
@@ -290,9 +332,14 @@ def main() -> None:
     print(f"  {'members':>8} {'register (joins the pool)':>26} {'draw (3 verifier seats)':>24}")
     for size, row in pool.items():
         print(f"  {size:>8} {row['register (joins the pool)']:>26,} {row['draw (3 verifier seats)']:>24,}")
+    print("\nlottery (anvil, k=3): gas by number of entrants")
+    print(f"  {'entrants':>8} {'enter (last entrant)':>21} {'closeBidding (arms)':>20} {'draw (3 replicas)':>18}")
+    for n, row in lotteries.items():
+        print(f"  {n:>8} {row['enter (last entrant)']:>21,} {row['closeBidding (arms)']:>20,} "
+              f"{row['draw (3 replicas)']:>18,}")  # fmt: skip
     out = ROOT / "bench" / "results" / "gas.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"seconds": round(time.time() - started, 1), **results, "pool": pool}
+    payload = {"seconds": round(time.time() - started, 1), **results, "pool": pool, "lottery": lotteries}
     out.write_text(json.dumps(payload, indent=1) + "\n")
     print(f"\nwrote {out.relative_to(ROOT)}")
 

@@ -349,6 +349,7 @@ class Client:
         exec_timeout: int = 300,
         reveal_window: int = 120,
         bid_window: int = 0,
+        lottery: bool = False,
         capabilities: int = 0,
         parents: Sequence[int | JobHandle] = (),
         safety: SafetyClass | None = None,
@@ -389,6 +390,9 @@ class Client:
             exec_timeout: Seconds for the providers to commit.
             reveal_window: Seconds to reveal after the last commit.
             bid_window: Seconds of bidding before slots go to the cheapest bids (0: first come).
+            lottery: Draw the k replicas by stake from the providers that enter during the bid
+                window (needs ``bid_window``; they are paid ``max_price``), so that nobody gets
+                them by coming first or cheapest: independent replicas.
             capabilities: Extra capability bits the providers need (e.g. ``Capability.GPU``).
             parents: Jobs that must be Finalized before this one runs.
             safety: The safety class; None picks deterministic (Wasm) or nondestructive (Docker).
@@ -464,6 +468,7 @@ class Client:
             min_units=min_units,
             collateral=collateral,
             bid_window=bid_window,
+            lottery=lottery,
             fill_timeout=fill_timeout,
             exec_timeout=exec_timeout,
             reveal_window=reveal_window,

@@ -227,6 +227,11 @@ class Market:
         members, weight = self._call(self.contract.functions.poolOf())
         return int(members), Wei(weight)
 
+    def entrants_of(self, job_id: int) -> list[tuple[str, Wei]]:
+        """A lottery job's entrants and their weights (stake when they entered), in entry order."""
+        providers, weights = self._call(self.contract.functions.entrantsOf(job_id))
+        return [(to_checksum_address(p), Wei(w)) for p, w in zip(providers, weights, strict=True)]
+
     def draw_block_of(self, job_id: int) -> int:
         """The block whose hash the job's pending draw uses (0: it never had one)."""
         return int(self._call(self.contract.functions.drawBlockOf(job_id)))
@@ -346,6 +351,11 @@ class Market:
     def bid(self, job_id: int, price: int, terms: JobTerms | None = None) -> TxResult:
         terms = terms or self.terms_of(job_id)
         return self._transact(self.contract.functions.bid(job_id, terms.as_abi(), price))
+
+    def enter(self, job_id: int, terms: JobTerms | None = None) -> TxResult:
+        """Enter a lottery job's draw (a :meth:`bid` on such a job does the same)."""
+        terms = terms or self.terms_of(job_id)
+        return self._transact(self.contract.functions.enter(job_id, terms.as_abi()))
 
     def withdraw_bid(self, job_id: int, slot: int, terms: JobTerms | None = None) -> TxResult:
         """Leave ``slot`` of a round that has not filled; its collateral is free again."""

@@ -23,7 +23,7 @@ Units = NewType("Units", int)
 #: ABI type of the JobTerms tuple, in field order.
 TERMS_ABI = (
     "(address,bytes32,uint8,uint8,uint8,uint8,uint8,uint16,uint32,uint64,uint64,uint64,uint96,"
-    "uint32,uint32,uint32,uint32,uint32,uint64[])"
+    "uint32,uint32,uint32,uint32,uint32,bool,uint64[])"
 )
 
 
@@ -148,6 +148,7 @@ class JobTerms:
     exec_timeout: int
     reveal_window: int
     challenge_window: int
+    lottery: bool = False
     parents: tuple[int, ...] = field(default=())
 
     @classmethod
@@ -172,6 +173,7 @@ class JobTerms:
         exec_timeout: int = 300,
         reveal_window: int = 120,
         challenge_window: int = 60,
+        lottery: bool = False,
         parents: tuple[int, ...] = (),
     ) -> JobTerms:
         """Terms with defaults a local market can use; the spec CID is digested here."""
@@ -196,6 +198,7 @@ class JobTerms:
             exec_timeout=exec_timeout,
             reveal_window=reveal_window,
             challenge_window=challenge_window,
+            lottery=bool(lottery),
             parents=tuple(parents),
         )
 
@@ -220,6 +223,7 @@ class JobTerms:
             self.exec_timeout,
             self.reveal_window,
             self.challenge_window,
+            self.lottery,
             list(self.parents),
         )
 
@@ -248,7 +252,8 @@ class JobTerms:
             exec_timeout=v[15],
             reveal_window=v[16],
             challenge_window=v[17],
-            parents=tuple(v[18]),
+            lottery=bool(v[18]),
+            parents=tuple(v[19]),
         )
 
     @property

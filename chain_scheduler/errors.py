@@ -28,6 +28,7 @@ what to do next.
         ├── ProviderError            the provider cannot do this
         │     NotRegistered, AlreadyRegistered, MissingCapabilities, InsufficientStake,
         │     Unbonding, StakeLocked, AlreadyInJob, PriceTooHigh, BidNotCompetitive, BidFinal,
+        │     EntriesClosed, LotteryFull,
         │     NotSlotHolder, WrongSlotState, CommitmentMismatch, RevealKind, ResultMismatch
         ├── AccessError              only the client may do this: NotClient; NotDelegated
         └── PaymentError             WrongBond, NothingToWithdraw, TransferFailed,
@@ -497,6 +498,22 @@ class BidNotCompetitive(ProviderError):
     template = "Bid {price} wei/unit does not beat the dearest kept bid ({dearest}), or bidding is over."
 
 
+class EntriesClosed(ProviderError):
+    error_name = "EntriesClosed"
+    template = (
+        "Job {jobId} takes no entries: it is not a lottery job, its bid window is over with k entrants, "
+        "or its replicas are drawn. See: chainsched job status {jobId}"
+    )
+
+
+class LotteryFull(ProviderError):
+    error_name = "LotteryFull"
+    template = (
+        "Job {jobId}'s lottery is full, and its lightest entrant weighs {lightest} wei of stake: "
+        "only a heavier provider can take its place."
+    )
+
+
 class BidFinal(ProviderError):
     error_name = "BidFinal"
     template = (
@@ -630,6 +647,8 @@ CONTRACT_ERRORS: dict[str, type[ContractError]] = {
         PriceTooHigh,
         BidNotCompetitive,
         BidFinal,
+        EntriesClosed,
+        LotteryFull,
         NotSlotHolder,
         WrongSlotState,
         CommitmentMismatch,

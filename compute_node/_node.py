@@ -545,7 +545,7 @@ class ProviderNode:
             elif event.name == "SlotAssigned" and job_id is not None:
                 if to_checksum_address(event.args["provider"]) != self.address:
                     self._joined(job_id)
-                elif Round(event.args["round"]) != Round.MAIN:
+                elif Round(event.args["round"]) != Round.MAIN or self._is_entrant(job_id):
                     self._drawn(job_id, int(event.args["slot"]), Round(event.args["round"]))
             elif event.name == "ProviderRegistered":
                 self._providers.add(to_checksum_address(event.args["provider"]))
@@ -595,8 +595,13 @@ class ProviderNode:
         if event is not None:
             self.state.mark_handled(event.tx_hash, event.log_index, block=event.block_number)
 
+    def _is_entrant(self, job_id: int) -> bool:
+        record = self._record(job_id)
+        return record is not None and record.phase == JobPhase.ENTERED
+
     def _drawn(self, job_id: int, slot: int, round_: Round) -> None:
-        """The pool drew us for an audit or verifier seat: our collateral is locked, run the job."""
+        """The pool drew us for an audit or verifier seat, or a lottery drew us as a replica:
+        our collateral is locked, run the job."""
         terms = self._job_posted(job_id).terms
         existing = self._record(job_id)
         if existing is not None and existing.slot == slot and existing.terms_digest == terms.digest:
@@ -606,8 +611,9 @@ class ProviderNode:
                       terms_digest=terms.digest)
         )  # fmt: skip
         logger.info(
-            "job_id=%s drawn from the verifier pool: %s seat, slot %d, collateral %d wei locked",
-            job_id, round_.name.lower(), slot, terms.collateral,
+            "job_id=%s drawn from the %s: %s seat, slot %d, collateral %d wei locked",
+            job_id, "lottery's entrants" if round_ == Round.MAIN else "verifier pool", round_.name.lower(), slot,
+            terms.collateral,
         )  # fmt: skip
         self._touch(job_id)
         self._wake.set()
@@ -630,7 +636,8 @@ class ProviderNode:
                 self._forget(job_id)
                 continue
             job = self.market.job(job_id)
-            armed = (job.status == JobStatus.OPEN and job.round != Round.MAIN) or (
+            lottery = terms.lottery and job.round == Round.MAIN and job.filled == 0  # replicas to draw
+            armed = (job.status == JobStatus.OPEN and (job.round != Round.MAIN or lottery)) or (
                 job.status == JobStatus.RUNNING and job.flags & FLAG_DRAW_PENDING
             )
             if not armed or job.terms_digest != terms.digest or self._clock.now() >= job.deadline:
@@ -819,11 +826,20 @@ class ProviderNode:
             return
         slot = None
         seed = None
+        entered = False
         for e in result.events:
             if e.name == "SlotAssigned" and to_checksum_address(e.args["provider"]) == self.address:
                 slot = int(e.args["slot"])
             elif e.name == "BiddingClosed":
                 seed = bytes(e.args["seed"])
+            elif e.name == "Entered" and to_checksum_address(e.args["provider"]) == self.address:
+                entered = True
+        if slot is None and entered:
+            # A lottery job: the k replicas are drawn by stake from the entrants after the window.
+            self._save(replace(record, phase=JobPhase.ENTERED))
+            logger.info("job_id=%s entered the draw of its %d replicas (collateral locked)", job_id, terms.k)
+            self._touch(job_id)
+            return
         if slot is None:
             self._save(replace(record, phase=JobPhase.ABANDONED, error="bid mined without a slot"))
             logger.warning("job_id=%s bid mined but no slot was assigned to us", job_id)
@@ -876,6 +892,9 @@ class ProviderNode:
             self._save(replace(record, phase=JobPhase.ABANDONED, slot=None, error="the job vanished from the chain"))
             self._posted.pop(job_id, None)
             logger.warning("job_id=%s vanished from the chain (lost blocks); forgetting our part in it", job_id)
+            return
+        if record.phase == JobPhase.ENTERED:
+            self._await_draw(record, terms, job)
             return
         if record.phase == JobPhase.BIDDING or record.slot is None:
             self._find_slot(record, terms)
@@ -945,6 +964,22 @@ class ProviderNode:
             self._set_watch(Watch(job_id=JobId(job_id), kind=WatchKind.LEFT, round=int(job.round), count=times))
         logger.info("job_id=%s left slot %d: %d/%d slots filled after %.0fs; collateral freed",
                     job_id, record.slot, job.filled, count, waited)  # fmt: skip
+
+    def _await_draw(self, record: JobRecord, terms: JobTerms, job: ChainJob) -> None:
+        """An entrant of a lottery job: keep it moving until the draw, then see if we were drawn."""
+        job_id = int(record.job_id)
+        if job.status == JobStatus.OPEN and job.round == Round.MAIN and job.filled == 0:
+            window_end = job.deadline - terms.fill_timeout + terms.bid_window
+            if self._clock.now() < window_end:
+                self._deadline_of[job_id] = window_end  # look again when entries close
+            self._keep(job_id, terms, job)
+            return
+        for slot in self.market.slots(job_id, terms)[: terms.k]:
+            if slot.provider == self.address and slot.state != SlotState.EMPTY:
+                self._drawn(job_id, slot.index, Round.MAIN)
+                return
+        self._save(replace(record, phase=JobPhase.ABANDONED, error="not drawn in the lottery"))
+        logger.info("job_id=%s: not drawn among the entrants; collateral released", job_id)
 
     def _find_slot(self, record: JobRecord, terms: JobTerms) -> None:
         """A bid whose outcome we did not see (crash, outage): look for our slot."""
@@ -1280,7 +1315,7 @@ class ProviderNode:
             job.status == JobStatus.OPEN
             and job.round == Round.MAIN
             and terms.bid_window
-            and job.filled == terms.k
+            and (job.filled == terms.k or (terms.lottery and job.filled == 0))
             and now >= job.deadline - terms.fill_timeout + terms.bid_window
         ):
             action = "close_bidding"
@@ -1454,7 +1489,7 @@ class ProviderNode:
         with self._lock:
             return sum(
                 1 for r in self._records.values()
-                if r.phase == JobPhase.BIDDING or (r.phase == JobPhase.ASSIGNED and r.seed is None)
+                if r.phase in (JobPhase.BIDDING, JobPhase.ENTERED) or (r.phase == JobPhase.ASSIGNED and r.seed is None)
             )  # fmt: skip
 
     def _executing(self) -> int:

@@ -91,6 +91,7 @@ class JobPhase(enum.StrEnum):
     """Where this node is in a job, from its own point of view."""
 
     BIDDING = "bidding"  # bid sent, slot not confirmed yet
+    ENTERED = "entered"  # entered a lottery job's draw: a slot comes only if drawn
     ASSIGNED = "assigned"  # holds a slot; waiting for bidding to close (seed)
     RUNNING = "running"  # executing; the result (and salt) is recorded before commit
     COMMITTED = "committed"  # commitment on chain; reveal next

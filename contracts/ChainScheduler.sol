@@ -52,6 +52,8 @@ contract ChainScheduler is ChainSchedulerBase {
 
     /// @notice See `IChainScheduler`.
     function bid(uint256 jobId, JobTerms calldata terms, uint64 price) external {
+        // A lottery job's replicas are drawn from its entrants: `enter` (in the extension).
+        if (_entering(jobId, terms)) _delegate(IChainScheduler.enter.selector);
         Job memory job = _load(jobId, terms);
         _requireStatus(jobId, job, JobStatus.Open);
         _requireBefore(jobId, job.deadline);
@@ -89,6 +91,8 @@ contract ChainScheduler is ChainSchedulerBase {
 
     /// @notice See `IChainScheduler`.
     function closeBidding(uint256 jobId, JobTerms calldata terms) external {
+        // A lottery job's close arms the draw of its replicas (in the extension).
+        if (_entering(jobId, terms)) _delegate(0);
         Job memory job = _load(jobId, terms);
         _requireStatus(jobId, job, JobStatus.Open);
         if (_bidWindowOpen(job, terms)) revert ChainSchedulerBidWindowOpen(jobId, _bidWindowEnd(job, terms));

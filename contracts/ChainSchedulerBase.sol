@@ -51,6 +51,9 @@ abstract contract ChainSchedulerBase is IChainSchedulerTypes {
     /// refused candidate leaves the draw's sample space, so with at most this many ineligible
     /// pool members a seat is always filled when anyone eligible exists.
     uint256 internal constant MAX_DRAW_TRIES = 16;
+    /// @notice Most entrants a lottery job keeps (a heavier entrant displaces the lightest):
+    /// the draw reads them all.
+    uint256 public constant MAX_ENTRANTS = 32;
 
     /// @dev What a winner gets besides its pay, at settlement (memory only).
     struct Bonus {
@@ -98,6 +101,9 @@ abstract contract ChainSchedulerBase is IChainSchedulerTypes {
     /// older re-arms instead: whoever knows the hash could otherwise move stake in or out
     /// of the pool until the draw lands where it wants.
     uint256 internal _poolChangedAt;
+    /// @dev A lottery job's entrants: weight 96 | provider 160, one word each.
+// slither-disable-next-line uninitialized-state (written by ChainSchedulerExtension.enter on the market's storage, by delegatecall)
+    mapping(uint256 jobId => uint256[]) internal _entrants;
     /// @dev EIP-1153 transient storage: the guard costs 200 gas instead of two SSTOREs.
     bool internal transient _entered;
 
@@ -186,6 +192,7 @@ abstract contract ChainSchedulerBase is IChainSchedulerTypes {
             // Window mode: every slot is held and the window is long over.
             _closeBidding(jobId, job, terms);
         } else if (job.round == Round.Main) {
+            _releaseEntrants(jobId, terms);
             _fail(jobId, job, terms, FailReason.NotFilled);
         } else if (job.round == Round.Audit) {
             // Nobody took the audit: the main replicas reveal unaudited.
@@ -276,6 +283,12 @@ abstract contract ChainSchedulerBase is IChainSchedulerTypes {
             return;
         }
         bytes32 random = keccak256(abi.encode(hash, jobId, job.flags));
+        if (job.round == Round.Main && !decision) {
+            // A lottery: the entrants and their weights were fixed before the hash existed.
+            if (hash == 0) _armDraw(jobId, Round.Main);
+            else _drawEntrants(jobId, job, terms, random);
+            return;
+        }
         if (decision) {
             job.flags &= ~FLAG_DRAW_PENDING;
             // An expired decision audits: everyone could read its coin for 256 blocks, and a
@@ -322,6 +335,58 @@ abstract contract ChainSchedulerBase is IChainSchedulerTypes {
         }
         if (job.filled == count) _closeBidding(jobId, job, terms);
         else _armDraw(jobId, job.round);
+    }
+
+    /// @dev A lottery: draw the k main replicas from the entrants, weighted by the stake each
+    /// had when it entered, without replacement; release the others.
+    function _drawEntrants(uint256 jobId, Job memory job, JobTerms calldata terms, bytes32 random) internal {
+        uint256[] storage list = _entrants[jobId];
+        uint256 n = list.length;
+        uint256[] memory entry = new uint256[](n);
+        uint256 total = 0;
+        for (uint256 i = 0; i < n; ++i) {
+            entry[i] = list[i];
+            total += entry[i] >> 160;
+        }
+        for (uint256 seat = 0; seat < terms.k; ++seat) {
+            // slither-disable-next-line weak-prng (the hash of a block mined after the entries closed; docs/security.md)
+            uint256 r = uint256(keccak256(abi.encode(random, seat))) % total;
+            uint256 i = 0;
+            // Drawn entries weigh 0 from here on (without replacement).
+            while (r >= entry[i] >> 160) {
+                r -= entry[i] >> 160;
+                ++i;
+            }
+            address drawn = address(uint160(entry[i]));
+            total -= entry[i] >> 160;
+            entry[i] = 0;
+            _slots[jobId][seat] = Slot({provider: drawn, price: terms.maxPrice, state: SlotState.Assigned});
+            emit SlotAssigned(jobId, Round.Main, uint8(seat), drawn, terms.maxPrice);
+        }
+        _releaseEntries(jobId, entry, terms.collateral);
+        job.filled = terms.k;
+        _closeBidding(jobId, job, terms);
+    }
+
+    /// @dev Unlock the collateral of the entrants in `entry` (packed as in `_entrants`; 0 skipped).
+    function _releaseEntries(uint256 jobId, uint256[] memory entry, uint96 collateral) internal {
+        for (uint256 i = 0; i < entry.length; ++i) {
+            if (entry[i] == 0) continue;
+            address entrant = address(uint160(entry[i]));
+            _unlock(_providers[entrant], collateral);
+            emit EntryReleased(jobId, entrant);
+        }
+    }
+
+    /// @dev A lottery job ends before its draw (fill timeout or cancel): release every entrant.
+    function _releaseEntrants(uint256 jobId, JobTerms calldata terms) internal {
+        if (!terms.lottery || _slots[jobId][0].state != SlotState.Empty) return;
+        uint256[] storage list = _entrants[jobId];
+        uint256[] memory entry = new uint256[](list.length);
+        for (uint256 i = 0; i < entry.length; ++i) {
+            entry[i] = list[i];
+        }
+        _releaseEntries(jobId, entry, terms.collateral);
     }
 
     /// @dev Pool members a seat's draw refused, as intervals of the weight line sorted by leaf.
@@ -590,6 +655,7 @@ abstract contract ChainSchedulerBase is IChainSchedulerTypes {
             revert ChainSchedulerNotCancellable(jobId);
         }
         _releaseRange(jobId, 0, terms.k, terms.collateral);
+        _releaseEntrants(jobId, terms);
         uint256 refund = _escrow(terms) + _takeSlashPool(jobId, job);
         _credit(terms.client, refund);
         job.status = JobStatus.Cancelled;
@@ -736,6 +802,8 @@ abstract contract ChainSchedulerBase is IChainSchedulerTypes {
         if (t.verifiers > MAX_VERIFIERS) revert ChainSchedulerBadTerm(6);
         // Without collateral nobody can be slashed: replicas, audits and verifiers would check nothing.
         if (t.collateral == 0 && (t.k > 1 || t.verifiers != 0 || t.auditBps != 0)) revert ChainSchedulerBadTerm(10);
+        // A lottery draws its replicas from those who entered during the bid window.
+        if (t.lottery && t.bidWindow == 0) revert ChainSchedulerBadTerm(11);
     }
 
     function _escrow(JobTerms calldata t) internal pure returns (uint256) {
@@ -795,6 +863,11 @@ abstract contract ChainSchedulerBase is IChainSchedulerTypes {
         for (uint256 i = 0; i < end; ++i) {
             if (_slots[jobId][i].provider == provider) revert ChainSchedulerAlreadyInJob(jobId, provider);
         }
+    }
+
+    /// @dev A lottery job that has not drawn its replicas yet: `bid` enters it instead.
+    function _entering(uint256 jobId, JobTerms calldata terms) internal view returns (bool) {
+        return terms.lottery && _slots[jobId][0].state == SlotState.Empty;
     }
 
     function _heldSlot(uint256 jobId, uint8 slot, SlotState expected) internal view returns (Slot storage s) {

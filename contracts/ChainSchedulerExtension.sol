@@ -96,11 +96,62 @@ contract ChainSchedulerExtension is ChainSchedulerBase {
         _jobs[jobId] = job;
     }
 
+    /// @dev `IChainScheduler.enter`, delegated by the market (also for a `bid` on a lottery job).
+    function enter(uint256 jobId, JobTerms calldata terms) external onlyDelegated {
+        Job memory job = _load(jobId, terms);
+        _requireStatus(jobId, job, JobStatus.Open);
+        _requireBefore(jobId, job.deadline);
+        uint256[] storage list = _entrants[jobId];
+        uint256 n = list.length;
+        // Entries close with the bid window, or once k entered after it: before `closeBidding` can
+        // arm the draw, so the entrants are fixed before the draw's hash exists.
+        bool open = _bidWindowOpen(job, terms) || n < terms.k;
+        if (!_entering(jobId, terms) || !open) revert ChainSchedulerEntriesClosed(jobId);
+        _requireParentsFinalized(jobId, terms);
+        Provider storage p = _eligible(msg.sender, terms);
+        uint256 weight = uint256(p.free) + p.locked;
+        if (weight == 0) weight = 1; // collateral 0 (k = 1 without verifiers): still a chance
+        uint256 lightest = type(uint256).max;
+        uint256 at = n;
+        for (uint256 i = 0; i < n; ++i) {
+            uint256 e = list[i];
+            if (address(uint160(e)) == msg.sender) revert ChainSchedulerAlreadyInJob(jobId, msg.sender);
+            if (e >> 160 < lightest) (lightest, at) = (e >> 160, i);
+        }
+        uint256 packed = weight << 160 | uint160(msg.sender);
+        if (n < MAX_ENTRANTS) {
+            list.push(packed);
+        } else {
+            if (weight <= lightest) revert ChainSchedulerLotteryFull(jobId, uint96(lightest));
+            address displaced = address(uint160(list[at]));
+            _unlock(_providers[displaced], terms.collateral);
+            emit EntryReleased(jobId, displaced);
+            list[at] = packed;
+        }
+        p.free -= terms.collateral;
+        p.locked += terms.collateral;
+        emit Entered(jobId, msg.sender, uint96(weight));
+    }
+
+    /// @dev `IChainScheduler.closeBidding` for a lottery job that has not drawn yet, delegated
+    /// by the market: arm the draw of its replicas.
+    function closeBidding(uint256 jobId, JobTerms calldata terms) external onlyDelegated {
+        Job memory job = _load(jobId, terms);
+        _requireStatus(jobId, job, JobStatus.Open);
+        _requireBefore(jobId, job.deadline);
+        if (_bidWindowOpen(job, terms)) revert ChainSchedulerBidWindowOpen(jobId, _bidWindowEnd(job, terms));
+        if (_drawBlock[jobId] != 0) revert ChainSchedulerEntriesClosed(jobId);
+        uint256 n = _entrants[jobId].length;
+        if (n < terms.k) revert ChainSchedulerSlotsNotFilled(jobId, uint8(n), terms.k);
+        _armDraw(jobId, Round.Main);
+    }
+
     /// @dev `IChainScheduler.draw`, delegated by the market.
     function draw(uint256 jobId, JobTerms calldata terms) external onlyDelegated {
         Job memory job = _load(jobId, terms);
         bool auditDecision = job.status == JobStatus.Running && job.flags & FLAG_DRAW_PENDING != 0;
-        bool seats = job.status == JobStatus.Open && job.round != Round.Main;
+        bool seats = job.status == JobStatus.Open
+            && (job.round != Round.Main || (_entering(jobId, terms) && _drawBlock[jobId] != 0));
         if (!auditDecision && !seats) revert ChainSchedulerNoDraw(jobId);
         // Past the fill deadline an unfilled round is `timeout`'s to end.
         if (seats) _requireBefore(jobId, job.deadline);
@@ -159,6 +210,17 @@ contract ChainSchedulerExtension is ChainSchedulerBase {
     /// @dev `IChainScheduler`'s view, delegated by the market.
     function escrowFor(JobTerms calldata terms) external pure returns (uint256) {
         return _escrow(terms);
+    }
+
+    /// @dev `IChainScheduler`'s view, delegated by the market.
+    function entrantsOf(uint256 jobId) external view returns (address[] memory providers, uint96[] memory weights) {
+        uint256[] storage list = _entrants[jobId];
+        providers = new address[](list.length);
+        weights = new uint96[](list.length);
+        for (uint256 i = 0; i < list.length; ++i) {
+            providers[i] = address(uint160(list[i]));
+            weights[i] = uint96(list[i] >> 160);
+        }
     }
 
     /// @dev `IChainScheduler`'s view, delegated by the market.

@@ -94,6 +94,7 @@ interface IChainSchedulerTypes {
         uint32 execTimeout; // from bidding close to the commit deadline
         uint32 revealWindow; // from commits close to the reveal deadline
         uint32 challengeWindow; // from success until payouts are free (0: settled at once)
+        bool lottery; // the k main replicas are drawn by stake from those who entered in the bid window
         uint64[] parents; // jobs that must be Finalized before bids are taken
     }
 
@@ -161,7 +162,8 @@ interface IChainSchedulerTypes {
     /// than the fill timeout.
     /// @param field Index of the offending field: 0 maxPrice, 1 maxUnits, 2 fillTimeout,
     /// 3 execTimeout, 4 revealWindow, 5 bidWindow, 6 verifiers, 7 client, 8 parents (at most 8),
-    /// 9 minUnits (at most maxUnits), 10 collateral (must be positive with k > 1, audits or verifiers).
+    /// 9 minUnits (at most maxUnits), 10 collateral (must be positive with k > 1, audits or verifiers),
+    /// 11 lottery (needs a bid window to enter in).
     error ChainSchedulerBadTerm(uint8 field);
     /// @notice The spec digest does not hash the spec CID sent.
     /// @param expected keccak256 of the CID sent.
@@ -278,6 +280,14 @@ interface IChainSchedulerTypes {
     /// @param slot The slot index.
     /// @param sealedExpected True when this slot must use `revealSealed`.
     error ChainSchedulerRevealKind(uint256 jobId, uint8 slot, bool sealedExpected);
+    /// @notice The lottery job takes no more entries: it is not a lottery job, its bid window is
+    /// over with k entrants, or its replicas are being or have been drawn.
+    /// @param jobId The job.
+    error ChainSchedulerEntriesClosed(uint256 jobId);
+    /// @notice The lottery holds its maximum of entrants, none lighter than the caller.
+    /// @param jobId The job.
+    /// @param lightest The weight of the lightest entrant.
+    error ChainSchedulerLotteryFull(uint256 jobId, uint96 lightest);
     /// @notice The CID published does not hash to the job's accepted result.
     /// @param jobId The job.
     error ChainSchedulerResultMismatch(uint256 jobId);
@@ -413,6 +423,15 @@ interface IChainSchedulerTypes {
     event ResultSealed(
         uint256 indexed jobId, uint8 slot, address indexed provider, bytes32 resultHash, uint64 usage, bytes envelope
     );
+    /// @notice A provider entered a lottery job's draw, its collateral locked until the draw.
+    /// @param jobId The job.
+    /// @param provider The entrant.
+    /// @param weight Its stake (free + locked) when it entered: its weight in the draw.
+    event Entered(uint256 indexed jobId, address indexed provider, uint96 weight);
+    /// @notice An entrant was not drawn (or was displaced by a heavier one): collateral unlocked.
+    /// @param jobId The job.
+    /// @param provider The entrant.
+    event EntryReleased(uint256 indexed jobId, address indexed provider);
     /// @notice The CID of a finalized job's sealed result, checked against its hash.
     /// @param jobId The job.
     /// @param resultCid The accepted result.
@@ -525,7 +544,24 @@ interface IChainScheduler is IChainSchedulerTypes {
     /// @param terms The job's terms.
     function draw(uint256 jobId, JobTerms calldata terms) external;
 
-    /// @notice Close bidding once the bid window is over and every slot is held.
+    /// @notice Enter a lottery job's draw for its k main replicas (a `bid` on such a job enters
+    /// too). Open during the bid window, and after it while fewer than k have entered. The
+    /// entrant's collateral is locked until the draw, and its weight is its whole stake then;
+    /// with `MAX_ENTRANTS` entered, a heavier entrant displaces the lightest. Drawn replicas are
+    /// paid `maxPrice`.
+    /// @param jobId The job.
+    /// @param terms The job's terms.
+    function enter(uint256 jobId, JobTerms calldata terms) external;
+
+    /// @notice A lottery job's entrants with their weights, in entry order (displaced ones replaced).
+    /// @param jobId The job.
+    /// @return providers The entrants.
+    /// @return weights Their weights.
+    function entrantsOf(uint256 jobId) external view returns (address[] memory providers, uint96[] memory weights);
+
+    /// @notice Close bidding once the bid window is over and every slot is held. For a lottery
+    /// job: once its bid window is over with at least k entrants, arm the draw of its replicas
+    /// from the hash of this block (`draw` in a later block carries it out).
     /// @param jobId The job.
     /// @param terms The job's terms.
     function closeBidding(uint256 jobId, JobTerms calldata terms) external;

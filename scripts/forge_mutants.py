@@ -249,6 +249,24 @@ MUTANTS: Final[Sequence[Mutant]] = (
         original="        if (bytes24(keccak256(bytes(resultCid))) != bytes24(_sealed[jobId][job.winner])) {",
         mutated="        if (bytes(resultCid).length == 0) {",
     ),
+    Mutant(
+        name="lottery-first-come",
+        bug="the lottery seats the first k entrants: whoever enters first takes every replica",
+        original="uint256 r = uint256(keccak256(abi.encode(random, seat))) % total;",
+        mutated="uint256 r = 0 * total;",
+    ),
+    Mutant(
+        name="lottery-losers-keep-collateral",
+        bug="entrants the lottery did not draw keep their collateral locked",
+        original="        _releaseEntries(jobId, entry, terms.collateral);\n        job.filled = terms.k;",
+        mutated="        job.filled = terms.k;",
+    ),
+    Mutant(
+        name="lottery-entries-never-close",
+        bug="providers may still enter a lottery after its window, once its draw is armed and its hash known",
+        original="bool open = _bidWindowOpen(job, terms) || n < terms.k;",
+        mutated="bool open = true;",
+    ),
 )
 
 

@@ -166,6 +166,9 @@ def submit(
     ] = None,
     challenge_window: Annotated[int, typer.Option(min=0, help="Seconds the result may be challenged.")] = 10,
     bid_window: Annotated[int, typer.Option(min=0, help="Seconds of bidding; 0: first come first served.")] = 0,
+    lottery: Annotated[
+        bool, typer.Option(help="Draw the replicas by stake from those who enter in the bid window (paid max price).")
+    ] = False,
     fill_timeout: Annotated[int, typer.Option(min=1, help="Seconds for providers to take the slots.")] = 300,
     exec_timeout: Annotated[int, typer.Option(min=1, help="Seconds for the providers to commit.")] = 300,
     reveal_window: Annotated[int, typer.Option(min=1, help="Seconds to reveal after the last commit.")] = 120,
@@ -243,7 +246,7 @@ def submit(
         terms: dict[str, Any] = {
             "k": k, "m": m, "max_price": max_price, "max_units": max_units, "collateral": _amount(collateral),
             "verifiers": verifiers, "audit_bps": round(audit * 10_000), "challenge_window": challenge_window,
-            "bid_window": bid_window, "fill_timeout": fill_timeout, "exec_timeout": exec_timeout,
+            "bid_window": bid_window, "lottery": lottery, "fill_timeout": fill_timeout, "exec_timeout": exec_timeout,
             "reveal_window": reveal_window, "parents": parents or (), "safety": safety_class,
             "capabilities": capabilities, "min_units": min_units, "force": force,
         }  # fmt: skip

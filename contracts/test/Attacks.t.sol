@@ -918,6 +918,89 @@ contract AttacksTest is AttackBase {
         _true("the same share either way", whole > split ? whole - split <= 30 : split - whole <= 30);
     }
 
+    // ================================================================= lottery
+    // A client that wants independent replicas asks for a lottery: whoever enters first gains nothing.
+
+    /// @dev Post a k = 3 lottery job, have `first` then `later` enter, close and draw; return
+    /// how many of the three replicas `first` holds.
+    function _lotteryJob(address client, address[] memory first, address[] memory later, address late, bytes32 seed)
+        internal
+        returns (uint256 held)
+    {
+        IChainSchedulerTypes.JobTerms memory t = _terms(client, 3, 2, 0, 0, 1 gwei);
+        t.bidWindow = 5 minutes;
+        t.lottery = true;
+        uint256 jobId = _post(t);
+        for (uint256 i = 0; i < first.length; ++i) {
+            _bid(jobId, t, first[i]);
+        }
+        for (uint256 i = 0; i < later.length; ++i) {
+            _bid(jobId, t, later[i]);
+        }
+        _eq("nobody holds a slot before the draw", _job(jobId).filled, 0);
+        VM.warp(VM.getBlockTimestamp() + t.bidWindow);
+        market.closeBidding(jobId, t);
+        // Once the draw is armed its hash is coming: nobody may enter any more.
+        _eqBytes(
+            "no entry after the draw is armed",
+            _tryAs(late, abi.encodeCall(IChainScheduler.bid, (jobId, t, t.maxPrice))),
+            abi.encodeWithSelector(IChainSchedulerTypes.ChainSchedulerEntriesClosed.selector, jobId)
+        );
+        _drawNextBlock(jobId, t, seed);
+        _eq("three replicas drawn", _job(jobId).filled, 3);
+        for (uint256 slot = 0; slot < 3; ++slot) {
+            if (_isIn(_holder(jobId, slot), first)) ++held;
+        }
+    }
+
+    /// @notice An operator with 8 funded accounts takes every main slot of a first-come job by
+    /// bidding first. In a lottery job it gets its stake's share instead: over 100 jobs where
+    /// its 8 accounts of 2.5 ether enter before 8 others of 10 ether (20% of the entrants'
+    /// stake), it holds about a fifth of the 300 replicas and a majority of a job rarely.
+    /// @dev Expected share a little above 20% (three draws without replacement: the small
+    /// accounts gain as the big ones leave), so about 65 of 300 replicas, standard deviation
+    /// about 7; bounds 36..100. A majority (2 or 3 of 3) about 12 jobs in 100 (3p²(1-p) + p³
+    /// with p near 0.21); at most 25 (4 sigma). First-come gives 300 and 100. The block hashes
+    /// come from fixed seeds, so the result is deterministic.
+    function test_lotteryDrawsReplicasByStakeNotByWhoEntersFirst() public {
+        address[] memory operator = _accounts("operator", 8);
+        _registerAll(operator, WASM, 2.5 ether);
+        address[] memory others = _accounts("other", 8);
+        _registerAll(others, WASM, 10 ether);
+        address client = _account("client");
+        address late = _account("late");
+        _register(late, WASM, 10 ether);
+
+        // First-come: the operator's accounts bid first and hold all three slots.
+        IChainSchedulerTypes.JobTerms memory fc = _terms(client, 3, 2, 0, 0, 1 gwei);
+        uint256 firstCome = _post(fc);
+        for (uint256 i = 0; i < 3; ++i) {
+            _bid(firstCome, fc, operator[i]);
+        }
+        for (uint256 slot = 0; slot < 3; ++slot) {
+            _true("first-come: the operator holds every slot", _isIn(_holder(firstCome, slot), operator));
+        }
+
+        uint256 seats = 0;
+        uint256 majorities = 0;
+        for (uint256 n = 0; n < 100; ++n) {
+            uint256 held = _lotteryJob(client, operator, others, late, keccak256(abi.encode("lottery", n)));
+            seats += held;
+            if (held >= 2) ++majorities;
+        }
+        consoleLog("lottery: replicas the operator holds, of 300 (expected about 65)", seats);
+        consoleLog("lottery: jobs where it holds a majority, of 100 (expected about 12)", majorities);
+        _between("its stake's share of replicas", seats, 36, 100);
+        _true("a majority rarely", majorities <= 25);
+        // Every entrant that was not drawn got its collateral back: what stays locked is the
+        // collateral of the 3 replicas of each job (and of the first-come job).
+        uint256 locked = 0;
+        for (uint256 i = 0; i < 8; ++i) {
+            locked += market.getProvider(operator[i]).locked + market.getProvider(others[i]).locked;
+        }
+        _eq("only the replicas' collateral is locked", locked, 303 * 1 gwei);
+    }
+
     // ======================================================= found by these tests
     // Attacks these tests found on the first drawn-verifier contract, fixed since: a draw
     // steered by stake moved after its hash was known, a result made free by a garbage reveal,

@@ -136,6 +136,7 @@ contract MarketHandler {
     uint256 public slashedSlots;
     uint256 public auditDecisions;
     uint256 public seatsDrawn;
+    uint256 public lotteriesDrawn;
     /// @dev Drawn (audit or verifier) seats slashed for a missed commit and reopened for a redraw.
     uint256 public drawnSeatsReopened;
     /// @dev Drawn seats that went to a provider seen earlier in ANOTHER slot of the same job (a
@@ -302,6 +303,13 @@ contract MarketHandler {
             if (choice == 0) _bid(jobId, t, seed);
             else if (choice < 14) _draw(jobId, t, seed);
             else _timeout(jobId, t, job.deadline);
+        } else if (status == IChainSchedulerTypes.JobStatus.Open && t.lottery && _undrawn(jobId)) {
+            // A lottery: providers enter (a bid enters), bidding closes, a keeper draws the replicas.
+            if (choice < 8) _bid(jobId, t, seed);
+            else if (choice < 10) _closeBidding(jobId, t, job);
+            else if (choice < 13) _draw(jobId, t, seed);
+            else if (choice == 13) _cancel(jobId, t, seed);
+            else _timeout(jobId, t, job.deadline);
         } else if (status == IChainSchedulerTypes.JobStatus.Open) {
             (, uint256 count) = _range(job.round, t);
             if (job.filled == count) {
@@ -384,6 +392,8 @@ contract MarketHandler {
         // even when other jobs move the clock; the bid and challenge windows are short
         // enough to wait out.
         t.bidWindow = (seed >> 64) % 2 == 0 ? 0 : 5 minutes;
+        // Half the jobs with a bid window draw their replicas from the entrants.
+        t.lottery = t.bidWindow != 0 && (seed >> 96) % 2 == 0;
         t.fillTimeout = 1 hours;
         t.execTimeout = 1 hours;
         t.revealWindow = 30 minutes;
@@ -471,8 +481,15 @@ contract MarketHandler {
             }
             done[Action.Draw] += 1;
             if (before.flags & FLAG_DRAW_PENDING != 0) auditDecisions += 1;
+            if (before.round == IChainSchedulerTypes.Round.Main && market.getJob(jobId).filled != 0) lotteriesDrawn += 1;
             seatsDrawn += _seatsHeld(jobId, t) - heldBefore;
         } catch {}
+    }
+
+    /// @dev A lottery job whose replicas are not drawn yet (slot 0 was never filled).
+    function _undrawn(uint256 jobId) internal view returns (bool) {
+        (IChainSchedulerTypes.Slot memory first,) = market.getSlot(jobId, 0);
+        return first.state == IChainSchedulerTypes.SlotState.Empty;
     }
 
     /// @dev Seats held (Assigned) in the job's current audit or verification round.
@@ -896,6 +913,7 @@ contract MarketInvariantsTest {
         _reached("draws", handler.done(MarketHandler.Action.Draw));
         _reached("audit decisions drawn", handler.auditDecisions());
         _reached("seats drawn", handler.seatsDrawn());
+        _reached("lotteries drawn", handler.lotteriesDrawn());
         _reached("drawn seats reopened after a missed commit", handler.drawnSeatsReopened());
         _reached("expired draws re-armed", handler.done(MarketHandler.Action.DrawRearmed));
         _reached("pool memberships toggled", handler.done(MarketHandler.Action.SetCapabilities));
@@ -1003,6 +1021,15 @@ contract MarketInvariantsTest {
             if (finished) revert MarketInvariantsCollateralInFinishedJob(jobId, uint8(s));
             for (uint256 i = 0; i < providers.length; ++i) {
                 if (providers[i] == slot.provider) liveCollateral[i] += collateral;
+            }
+        }
+        // A lottery's entrants hold their collateral until the draw (or the job ends before it).
+        (address[] memory entrants,) = market.entrantsOf(jobId);
+        if (!finished && entrants.length != 0 && holders[0] == address(0)) {
+            for (uint256 e = 0; e < entrants.length; ++e) {
+                for (uint256 i = 0; i < providers.length; ++i) {
+                    if (providers[i] == entrants[e]) liveCollateral[i] += collateral;
+                }
             }
         }
         // A finished job has not changed since it finished.

@@ -10,7 +10,8 @@ outcome on chain. Here:
   which three fresh daemons decide;
 - a client challenge of a wrong k=1 result, upheld by three fresh verifiers;
 - a griefing challenge of a right result, sealed: a copycat verifier has only the
-  result's hash to copy, reveals nothing, and loses its collateral.
+  result's hash to copy, reveals nothing, and loses its collateral;
+- a lottery job, whose two replicas are drawn from the four daemons that entered.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ class Daemon(test_node.Daemon):
 
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
-    with test_node.market_on_anvil(tmp_path_factory.mktemp("node-rounds"), accounts=20) as c:
+    with test_node.market_on_anvil(tmp_path_factory.mktemp("node-rounds"), accounts=24) as c:
         yield c
 
 
@@ -364,3 +365,38 @@ def test_a_copycat_verifier_has_nothing_to_copy_and_loses_its_collateral(
     assert [str(args["resultCid"]) for args in events(chain, quiet_id, "ResultPublished")] == [twin_cid]
     assert resolve_parent_result(chain.market, quiet_id) == twin_cid
     assert f"job_id={quiet_id} published result {twin_cid}" in main.log()
+
+
+def test_a_lottery_jobs_replicas_are_drawn_from_the_daemons_that_entered(
+    chain: Chain, daemons: list[test_node.Daemon], wasm_examples: dict[str, Path]
+) -> None:
+    # Given four running daemons, and a k=2 lottery job whose entries close after 6 s
+    register(chain, Capability.WASM, 19, 20, 21, 22)
+    entrants = [Daemon(chain=chain, index=i, name=f"entrant{i}").start() for i in (19, 20, 21, 22)]
+    daemons += entrants
+    wait_for("the daemons to be ready", lambda: all(" ready on chain " in d.log() for d in entrants), daemons=daemons)
+    job_id, terms = post_wordcount_job(chain, wasm_examples, k=2, m=2, bid_window=6, lottery=True,
+                                       challenge_window=0)  # fmt: skip
+    assert terms.lottery
+
+    # When the daemons enter, a keeper closes the entries and another draws
+    wait_for(f"job {job_id} to be finalized", lambda: chain.market.job(job_id).status == JobStatus.FINALIZED,
+             timeout=60, daemons=daemons)  # fmt: skip
+
+    # Then every daemon entered, two were drawn by the lottery and the others released
+    addresses = {d.address for d in entrants}
+    assert {str(args["provider"]) for args in events(chain, job_id, "Entered")} == addresses
+    assert [args["round"] for args in events(chain, job_id, "DrawPending")] == [Round.MAIN]
+    drawn = {str(args["provider"]) for args in events(chain, job_id, "SlotAssigned")}
+    released = {str(args["provider"]) for args in events(chain, job_id, "EntryReleased")}
+    assert len(drawn) == 2 and drawn | released == addresses and not drawn & released
+    # And the drawn replicas ran the job and were paid at the max price; nobody lost stake
+    paid = by_provider(chain, job_id, "ProviderPaid")
+    assert set(paid) == drawn
+    assert all(int(str(paid[a]["amount"])) == terms.max_price * int(str(paid[a]["units"])) for a in drawn)
+    for d in entrants:
+        assert chain.market.provider(d.address).free + chain.market.provider(d.address).locked == ETH
+        assert f"job_id={job_id} entered the draw of its 2 replicas" in d.log()
+        if d.address in released:
+            wait_for(f"{d.name} to see it was not drawn", lambda d=d: "not drawn among the entrants" in d.log(),
+                     daemons=daemons)  # fmt: skip
