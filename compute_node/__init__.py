@@ -15,7 +15,7 @@ Example:
 
 from compute_node._behaviour import Behaviour
 from compute_node._node import ProviderNode
-from compute_node._policy import Decision, NodePolicy, decide
+from compute_node._policy import Decision, NodePolicy, decide, decide_failure
 from compute_node._runner import JobRunner, RunOutcome
 from compute_node._state import JobPhase, JobRecord, JournalEntry, NodeState, StateError
 from compute_node.executors import (
@@ -46,4 +46,5 @@ __all__ = [
     "StateError",
     "WasmExecutor",
     "decide",
+    "decide_failure",
 ]

@@ -77,7 +77,7 @@ from chain_scheduler import (
 from chain_scheduler import Job as ChainJob
 from chain_scheduler import Slot as ChainSlot
 from compute_node._behaviour import Behaviour
-from compute_node._policy import NodePolicy, decide
+from compute_node._policy import NodePolicy, decide, decide_failure
 from compute_node._runner import JobRunner, RunOutcome, Verdict
 from compute_node._state import JobPhase, JobRecord, NodeState, StateError, Watch, WatchKind
 from compute_node.executors._docker import DockerExecutorError
@@ -782,7 +782,12 @@ class ProviderNode:
             return "skip"
         if check.verdict is Verdict.FAIL:
             # Every replica will agree on the same failure result: it is paid like any result
-            # (at least minUnits), and nobody is slashed for it.
+            # (at least minUnits), and nobody is slashed for it, but it must pay for its gas.
+            gas_price = int(self._rpc(lambda: self.market.w3.eth.gas_price))
+            covered = decide_failure(self.policy, terms, price=decision.price, gas_price=gas_price)
+            if not covered.take:
+                logger.info("job_id=%s declined: %s (%s)", job_id, covered.reason, check.reason)
+                return "skip"
             logger.info("job_id=%s will end in a failure result (%s): %s", job_id, check.failure, check.reason)
         self._bid(job_id, round_, terms, decision.price)
         return "bid"

@@ -20,7 +20,11 @@ from dataclasses import dataclass, field
 
 from chain_scheduler import Executor, JobTerms, Round, SafetyClass
 
-__all__ = ["Decision", "NodePolicy", "decide"]
+__all__ = ["Decision", "NodePolicy", "decide", "decide_failure"]
+
+#: Gas a provider spends on one job's slot: bid, commit and reveal (about 90k + 50k + 65k on
+#: anvil, bench/gas.py), the withdraw left out since one withdraw collects many jobs' pay.
+SLOT_GAS = 200_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +49,10 @@ class NodePolicy:
         max_stake_share_bps: Most of its whole stake (free plus locked, in basis points)
             the node risks on one slot: a job built to capture its verifiers must not
             take a provider's whole stake with it (default 25%).
+        failure_gas: Gas the node spends on a slot (:data:`SLOT_GAS` by default). A job
+            its precheck says will end in a failure result is paid ``minUnits × price``
+            only; the node bids on it only when that covers this gas at the chain's gas
+            price (:func:`decide_failure`), so junk jobs cannot drain its gas. 0 takes them all.
     """
 
     price: int
@@ -59,6 +67,7 @@ class NodePolicy:
     max_units: int | None = None
     max_collateral: int | None = None
     max_stake_share_bps: int = 2_500
+    failure_gas: int = SLOT_GAS
 
     def __post_init__(self) -> None:
         if self.price < 0:
@@ -71,6 +80,8 @@ class NodePolicy:
             raise ValueError(f"max_collateral must be >= 0 wei or None, got {self.max_collateral}")
         if not 0 < self.max_stake_share_bps <= 10_000:
             raise ValueError(f"max_stake_share_bps must be in 1..10000, got {self.max_stake_share_bps}")
+        if self.failure_gas < 0:
+            raise ValueError(f"failure_gas must be >= 0, got {self.failure_gas}")
         if self.max_units is not None and self.max_units < 1:
             raise ValueError(f"max_units must be positive or None, got {self.max_units}")
 
@@ -174,3 +185,30 @@ def decide(
         ),
         price=price,
     )
+
+
+def decide_failure(policy: NodePolicy, terms: JobTerms, *, price: int, gas_price: int) -> Decision:
+    """Whether to bid on a job the precheck says will end in a failure result.
+
+    Every replica reveals the same failure result and is paid ``price × minUnits``
+    (its usage is 0). A client could post such jobs with ``minUnits`` 0 by the
+    thousand and have honest nodes pay the gas of bidding, committing and revealing
+    each; the node takes one only when the pay covers ``policy.failure_gas`` at
+    ``gas_price`` (wei per gas, from the chain).
+
+    Example:
+        >>> decide_failure(NodePolicy(price=2), terms, price=2, gas_price=10**9).take
+        False
+    """
+    pay = terms.min_units * price
+    cost = policy.failure_gas * gas_price
+    if pay < cost:
+        return Decision(
+            take=False,
+            reason=(
+                f"skip: it will end in a failure result paid {pay} wei (minUnits {terms.min_units} x price "
+                f"{price}), below the {cost} wei of gas a slot costs ({policy.failure_gas:,} gas at {gas_price} wei)"
+            ),
+            price=price,
+        )
+    return Decision(take=True, reason=f"take: the failure result's pay {pay} wei covers {cost} wei of gas", price=price)

@@ -36,7 +36,7 @@ from chain_scheduler._model import capability_bits, capability_names
 from chain_scheduler._rpc import http_web3
 from compute_node._behaviour import Behaviour
 from compute_node._node import NodeStatus, ProviderNode
-from compute_node._policy import NodePolicy
+from compute_node._policy import SLOT_GAS, NodePolicy
 from compute_node._runner import JobRunner
 from compute_node._state import NodeState, StateError
 from compute_node.executors import DockerEngineUnavailableError, DockerExecutor, ExecutionRequest, WasmExecutor
@@ -190,6 +190,12 @@ def run(
     max_stake_share: Annotated[
         float, typer.Option(min=0.0001, max=1.0, help="Most of the whole stake risked on one slot (0.25 = 25%).")
     ] = 0.25,
+    failure_gas: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Bid on a job that will end in a failure result only if minUnits x price covers this gas."
+        ),
+    ] = SLOT_GAS,
     poll_interval: Annotated[float, typer.Option(min=0.01, help="Seconds between polls of the chain.")] = 1.0,
     confirmations: Annotated[int, typer.Option(min=0, help="Blocks to stay behind the head (reorg safety).")] = 0,
     start_block: Annotated[
@@ -234,6 +240,7 @@ def run(
             max_units=max_units,
             max_collateral=None if max_collateral.strip().lower() == "none" else _parse_wei(max_collateral),
             max_stake_share_bps=max(1, round(max_stake_share * 10_000)),
+            failure_gas=failure_gas,
         )
     except ValueError as exc:
         raise _fail(ExitCode.USAGE, str(exc)) from None

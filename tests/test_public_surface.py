@@ -19,7 +19,7 @@ CHAIN_SCHEDULER = {
 COMPUTE_NODE = {
     "Behaviour", "DockerEngineUnavailableError", "DockerExecutor", "ExecutionRequest", "ExecutionResult",
     "Executor", "JobPhase", "JobRecord", "JobRunner", "JournalEntry", "NodeState", "RunOutcome", "StateError",
-    "WasmExecutor", "ProviderNode", "NodePolicy", "Decision", "decide",
+    "WasmExecutor", "ProviderNode", "NodePolicy", "Decision", "decide", "decide_failure",
 }  # fmt: skip
 STORAGE = {
     "BackendError", "CHUNK_SIZE", "CID", "ContentNotFound", "ContentStore", "ContentTooLarge", "CorruptBlock",

@@ -4,7 +4,9 @@ Each job is posted straight to the contract, as a client that skips the SDK's
 checks (``--force``) would. Three honest ``compute-node run`` daemons on a real
 anvil chain must bid, agree on the same failure result, be paid
 ``price × max(usage, min_units)`` and never be slashed; the client pays exactly
-that and gets the rest of its escrow back.
+that and gets the rest of its escrow back. These daemons run with ``--failure-gas 0``:
+at the default, a daemon declines a job that will fail unless ``minUnits × price``
+covers the gas of its slot, which the last test shows.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import wasmtime
@@ -78,11 +81,19 @@ CASES = {
 }
 
 
+@dataclass
+class TakesAnyFailure(Daemon):
+    """A daemon that bids on failure results whatever they pay (``--failure-gas 0``)."""
+
+    def extra_args(self) -> list[str]:
+        return ["--failure-gas", "0"]
+
+
 @pytest.fixture(scope="module")
 def market(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Chain, list[Daemon]]]:
     with market_on_anvil(tmp_path_factory.mktemp("failures")) as chain:
         register(chain, 2, 3, 4)
-        daemons = [Daemon(chain=chain, index=i, name=f"honest{i}", price=PRICE).start() for i in (2, 3, 4)]
+        daemons = [TakesAnyFailure(chain=chain, index=i, name=f"honest{i}", price=PRICE).start() for i in (2, 3, 4)]
         try:
             yield chain, daemons
         finally:
@@ -132,3 +143,27 @@ def test_a_job_every_replica_fails_the_same_way_is_paid_and_slashes_nobody(
     assert (finalized["paid"], finalized["refund"]) == (3 * PRICE * units, terms.escrow - 3 * PRICE * units)
     for d in daemons:
         assert chain.market.provider(d.address).slashed == 0
+
+
+def test_a_daemon_declines_a_failing_job_that_does_not_pay_for_its_gas(tmp_path: Path) -> None:
+    # Given a daemon at the default policy, and a job built to fail whose floor pays 2,000 wei
+    # (minUnits 1,000 x price 2), far below the ~200,000 gas of a slot at anvil's gas price
+    with market_on_anvil(tmp_path, accounts=4) as chain:
+        register(chain, 2)
+        daemon = Daemon(chain=chain, index=2, name="default2", price=PRICE).start()
+        try:
+            with LocalStore(root=chain.store_path) as store:
+                spec_cid = str(store.put_bytes(_junk(store).to_bytes()))
+            client = chain.market.with_account(devnet_account(1))
+            terms = JobTerms.create(client=client.account, spec_cid=spec_cid, executor=Executor.WASM, max_price=5,
+                                    max_units=10**9, min_units=MIN_UNITS, collateral=10**16)  # fmt: skip
+            job_id = int(client.post_job(spec_cid, terms))
+
+            # When it sees the job, Then it says why it will not bid, and does not
+            wait_for("the daemon to decline", lambda: f"job_id={job_id} declined: skip: it will end in a failure "
+                     "result paid 2000 wei" in daemon.log(), daemons=[daemon])  # fmt: skip
+            assert "below the" in daemon.log() and "200,000 gas at" in daemon.log()
+            assert chain.market.job(job_id).filled == 0
+            assert chain.market.provider(daemon.address).locked == 0
+        finally:
+            daemon.stop_quietly()

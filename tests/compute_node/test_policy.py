@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from chain_scheduler import Capability, Executor, JobTerms, Round, SafetyClass
-from compute_node import Decision, NodePolicy, decide
+from compute_node import Decision, NodePolicy, decide, decide_failure
 
 CLIENT = "0x" + "11" * 20
 ETH = 10**18
@@ -162,3 +162,24 @@ def test_capability_bits_cover_executors_and_extras() -> None:
     both = frozenset({Executor.WASM, Executor.DOCKER})
     policy = NodePolicy(price=1, executors=both, capabilities=int(Capability.GPU))
     assert policy.capability_bits == int(Capability.WASM | Capability.DOCKER | Capability.GPU)
+
+
+# ------------------------------------------------------------- failure results
+
+
+def test_a_failing_job_is_taken_only_when_its_floor_pays_for_the_gas() -> None:
+    # 200,000 gas at 1 gwei costs 2e14 wei: a floor of minUnits x price must reach it
+    junk = make_terms(min_units=0)
+    declined = decide_failure(POLICY, junk, price=2, gas_price=10**9)
+    assert not declined.take and not declined.retry
+    assert declined.reason == (
+        "skip: it will end in a failure result paid 0 wei (minUnits 0 x price 2), "
+        "below the 200000000000000 wei of gas a slot costs (200,000 gas at 1000000000 wei)"
+    )
+    paying = make_terms(min_units=10**14)
+    assert decide_failure(POLICY, paying, price=2, gas_price=10**9).take
+    assert not decide_failure(POLICY, paying, price=1, gas_price=10**9 + 1).take
+    # An operator may take every failure result (0), or none that pay less than more gas
+    assert decide_failure(dataclasses.replace(POLICY, failure_gas=0), junk, price=2, gas_price=10**9).take
+    with pytest.raises(ValueError, match="failure_gas must be >= 0"):
+        NodePolicy(price=2, failure_gas=-1)
