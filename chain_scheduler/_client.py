@@ -51,7 +51,7 @@ from web3 import Web3
 from chain_scheduler import errors
 from chain_scheduler._keys import devnet_key
 from chain_scheduler._market import DEFAULT_GAS, Market
-from chain_scheduler._model import Executor, FailReason, Job, JobId, JobStatus, JobTerms, SafetyClass, Wei
+from chain_scheduler._model import Executor, FailReason, Job, JobId, JobStatus, JobTerms, Round, SafetyClass, Wei
 from chain_scheduler._rpc import http_web3, rpc_call
 from chain_scheduler._sealing import delivery_key, open_envelope, public_key_hex
 from chain_scheduler._spec import InputRef, JobSpec, Limits
@@ -91,6 +91,9 @@ class ProviderReceipt:
         amount: Wei paid; ``price × units`` for an honest replica.
         reported: The usage this provider revealed (Docker jobs are paid the lower
             median of the agreeing replicas' reports, so it may differ from ``units``).
+        seat: How it got its slot: ``"bid"`` (a main replica that bid for it),
+            ``"lottery"`` (a main replica drawn by stake from a lottery's entrants),
+            ``"audit"`` or ``"verify"`` (drawn by stake from the verifier pool).
     """
 
     provider: str
@@ -99,6 +102,7 @@ class ProviderReceipt:
     units: int
     amount: Wei
     reported: int | None = None
+    seat: str = "bid"
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +160,7 @@ class JobReceipt:
                 {
                     "provider": p.provider, "slot": p.slot, "price": p.price, "units": p.units,
                     "reported_usage": p.reported, "amount": p.amount, "formula": f"{p.price} x {p.units}",
+                    "seat": p.seat,
                     "checks": p.amount == p.price * p.units,
                 }
                 for p in self.providers
@@ -619,6 +624,13 @@ class Client:
         return JobHandle(client=self, job_id=JobId(job_id), from_block=from_block)
 
 
+def _seat(round_: Round, lottery: bool) -> str:
+    """How a slot of ``round_`` was filled: by a bid, a lottery, or a draw from the verifier pool."""
+    if round_ != Round.MAIN:
+        return round_.name.lower()
+    return "lottery" if lottery else "bid"
+
+
 class JobHandle:
     """A posted job, followed on chain.
 
@@ -850,6 +862,8 @@ class JobHandle:
             job_id=self.job_id,
         )
         prices: dict[tuple[int, str], int] = {}
+        seats: dict[tuple[int, str], str] = {}
+        lottery = market.terms_of(self.job_id).lottery
         usage: dict[tuple[int, str], int] = {}
         providers: list[ProviderReceipt] = []
         slashed: list[SlashRecord] = []
@@ -861,6 +875,7 @@ class JobHandle:
             elif event.name == "SlotAssigned":
                 # A reopened slot is assigned again: the latest assignment is the one paid.
                 prices[(int(a["slot"]), str(a["provider"]))] = int(a["price"])
+                seats[(int(a["slot"]), str(a["provider"]))] = _seat(Round(int(a["round"])), lottery)
             elif event.name in ("ResultRevealed", "ResultSealed"):
                 usage[(int(a["slot"]), str(a["provider"]))] = int(a["usage"])
             elif event.name == "SlotSlashed":
@@ -882,6 +897,7 @@ class JobHandle:
                         units=int(a["units"]),
                         amount=Wei(int(a["amount"])),
                         reported=usage.get((slot, provider)),
+                        seat=seats.get((slot, provider), "bid"),
                     )
                 )
             elif event.name == "JobFinalized":

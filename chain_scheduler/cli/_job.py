@@ -411,12 +411,15 @@ def receipt(
         f"metered by every agreeing replica: {consensus.get('executor', '?')}, exit code "
         f"{consensus.get('exit_code', '?')}, {consensus.get('usage', '?')} {consensus.get('units', 'units')}"
     )
-    typer.echo(f"{'provider':<42} {'slot':>4} {'price':>7} {'paid units':>12} {'reported':>12} {'amount (wei)':>14}")
+    typer.echo(
+        f"{'provider':<42} {'slot':>4} {'seat':>7} {'price':>7} {'paid units':>12} {'reported':>12} "
+        f"{'amount (wei)':>14}"
+    )
     for p in data["providers"]:
         check = "" if p["checks"] else "  (!= price x units)"
         reported = "-" if p["reported_usage"] is None else p["reported_usage"]
         typer.echo(
-            f"{p['provider']:<42} {p['slot']:>4} {p['price']:>7} {p['units']:>12} {reported:>12} "
+            f"{p['provider']:<42} {p['slot']:>4} {p['seat']:>7} {p['price']:>7} {p['units']:>12} {reported:>12} "
             f"{p['amount']:>14}{check}"
         )
     for x in data["slashed"]:

@@ -352,6 +352,10 @@ def test_a_copycat_verifier_has_nothing_to_copy_and_loses_its_collateral(
     assert {str(revealed[d.address]["resultCid"]) for d in honest} == {cid}
     assert set(by_provider(chain, job_id, "ProviderPaid")) == {main.address, *(d.address for d in honest)}
     assert chain.market.provider(main.address).free == ETH
+    # The receipt says how each paid provider got its seat
+    with sdk.connect():
+        seats = {p.provider: p.seat for p in JobHandle(client=sdk, job_id=JobId(job_id)).receipt().providers}
+    assert seats == {main.address: "bid", **{d.address: "verify" for d in honest}}
     # The verifiers' result won, revealed in the open: anyone reads it, nothing to publish
     assert int(str(finalized["winnerSlot"])) > terms.k
     assert resolve_parent_result(chain.market, job_id) == cid
@@ -394,6 +398,10 @@ def test_a_lottery_jobs_replicas_are_drawn_from_the_daemons_that_entered(
     paid = by_provider(chain, job_id, "ProviderPaid")
     assert set(paid) == drawn
     assert all(int(str(paid[a]["amount"])) == terms.max_price * int(str(paid[a]["units"])) for a in drawn)
+    sdk = Client(w3=chain.w3, contract=chain.market.address, key=devnet_account(1), store=f"local:{chain.store_path}")
+    with sdk.connect():
+        receipt = JobHandle(client=sdk, job_id=JobId(job_id)).receipt()
+    assert {p.provider: p.seat for p in receipt.providers} == dict.fromkeys(drawn, "lottery")
     for d in entrants:
         assert chain.market.provider(d.address).free + chain.market.provider(d.address).locked == ETH
         assert f"job_id={job_id} entered the draw of its 2 replicas" in d.log()
