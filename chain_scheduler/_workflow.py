@@ -133,6 +133,7 @@ class JobOptions:
     exec_timeout: int | None = None
     reveal_window: int | None = None
     bid_window: int | None = None
+    lottery: bool | None = None
     safety: SafetyClass | None = None
     limits: Limits | None = None
     network: bool | None = None
@@ -715,6 +716,7 @@ class _OptionsModel(_Model):
     exec_timeout: int | None = Field(default=None, ge=1, lt=2**32)
     reveal_window: int | None = Field(default=None, ge=1, lt=2**32)
     bid_window: int | None = Field(default=None, ge=0, lt=2**32)
+    lottery: bool | None = None
     safety: Literal["deterministic", "nondestructive", "destructive"] | None = None
     limits: Limits | None = None
     network: bool | None = None
@@ -787,6 +789,7 @@ def _options(model: _OptionsModel) -> JobOptions:
         exec_timeout=model.exec_timeout,
         reveal_window=model.reveal_window,
         bid_window=model.bid_window,
+        lottery=model.lottery,
         safety=SafetyClass[model.safety.upper()] if model.safety else None,
         limits=model.limits,
         network=model.network,
