@@ -33,6 +33,7 @@ from chain_scheduler import (
     Workflow,
     WorkflowEvent,
     errors,
+    result_hash,
 )
 from chain_scheduler._devnet import Devnet
 from chain_scheduler._workflow import render
@@ -264,6 +265,27 @@ def test_mapreduce_from_python_counts_the_corpus_and_the_reduce_names_the_maps(c
     assert run.escrow == run.paid + run.refund
     summary = json.loads((tmp_path / "out" / "workflow.json").read_text())
     assert summary["stages"]["reduce"]["jobs"][0]["result_cid"] == reduce_job.result_cid
+
+
+@pytest.mark.timeout(120)
+def test_a_sealed_mapreduce_publishes_each_map_result_for_the_reduce(client: Client, tmp_path: Path) -> None:
+    # Given: the example with a verifier per job, so every map result is revealed sealed
+    # (its hash on chain, its CID in the client's envelope), the reduce posted at once
+    wf = Workflow.load(EXAMPLES / "mapreduce.yaml").override(**QUICK, verifiers=1)
+
+    # When
+    run = wf.run(client, out=tmp_path / "out", timeout=90, poll=0.2, eager=True)
+
+    # Then: the reduce's counts are right: its providers read the map results from publications
+    reduce_job = run["reduce"].jobs[0]
+    assert (reduce_job.outputs / "counts.tsv").read_text() == _word_counts()
+    for job in run["map"].jobs:
+        market = client.market
+        assert market.events(names=("ResultRevealed",), job_id=job.job_id) == []
+        [sealed] = market.events(names=("ResultSealed",), job_id=job.job_id)
+        assert bytes(sealed.args["resultHash"]) == result_hash(job.result_cid)
+        published = [str(e.args["resultCid"]) for e in market.events(names=("ResultPublished",), job_id=job.job_id)]
+        assert published == [job.result_cid]
 
 
 @pytest.mark.timeout(120)
