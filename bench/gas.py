@@ -8,7 +8,10 @@ market in steady state does not. Both runs are in the JSON.
 
 Audit and verifier seats are drawn from the verifier pool (`draw`); the gas of a
 draw grows with log n in the pool's size, measured at 10, 100 and 1,000 members
-on anvil ("pool" in the JSON).
+on anvil ("pool" in the JSON). A lottery job's entries and draw are measured at
+3, 8 and 32 entrants ("lottery"). A job with verifiers reveals sealed
+(`revealSealed`: the hash and the client's envelope) and its winner publishes
+the CID once final (`publish`).
 """
 
 from __future__ import annotations
@@ -25,7 +28,17 @@ sys.path.insert(0, str(ROOT))
 
 from web3 import Web3  # noqa: E402
 
-from chain_scheduler import Capability, Executor, JobTerms, Market, TxResult, commitment  # noqa: E402
+from chain_scheduler import (  # noqa: E402
+    Capability,
+    Executor,
+    JobTerms,
+    Market,
+    TxResult,
+    commitment,
+    delivery_key,
+    public_key_hex,
+    seal,
+)
 from chain_scheduler._anvil import Anvil, advance_time  # noqa: E402
 
 SPEC = "bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e"
@@ -196,6 +209,26 @@ def reassigned(chain: Chain) -> Ledger:
     return led
 
 
+def sealed(chain: Chain) -> Ledger:
+    """k=1 with verifiers, unchallenged: the result is revealed sealed (hash and envelope), then
+    published once final so child jobs can read it."""
+    led = Ledger()
+    c, p = chain.client, chain.providers[0]
+    terms = chain.terms(verifiers=3)
+    r = c.post_job_tx(SPEC, terms)
+    job = int(r.event("JobPosted").args["jobId"])
+    led.add("postJob", r.gas_used)
+    led.add("bid", p.bid(job, 500).gas_used)
+    salt = chain.run(p, job, 0, GOOD, 40_000, led)
+    envelope = seal(GOOD, public_key_hex(delivery_key(b"\x01" * 32)), job_id=job)
+    led.add("revealSealed", p.reveal(job, 0, GOOD, 40_000, salt, envelope=envelope).gas_used)
+    chain.advance(31)
+    led.add("finalize", chain.market.finalize(job).gas_used)
+    led.add("publish", p.publish(job, GOOD).gas_used)
+    led.add("withdraw (provider)", p.withdraw().gas_used)
+    return led
+
+
 def lottery(chain: Chain) -> Ledger:
     """A k=3 m=2 lottery job: all seven providers enter, three are drawn and run it."""
     led = Ledger()
@@ -228,6 +261,7 @@ SCENARIOS: dict[str, Callable[[Chain], Ledger]] = {
     "k=1 with an audit": audited,
     "k=1 challenged (3 verifiers)": challenged,
     "k=1 commit timeout, reassigned": reassigned,
+    "k=1 sealed (3 verifiers), published": sealed,
     "k=3 m=2 lottery (7 entrants)": lottery,
 }
 
