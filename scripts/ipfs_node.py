@@ -186,6 +186,16 @@ def _log_tail(repo: Path, lines: int = 30) -> str:
         return "(no daemon.log)"
 
 
+def _ready_since(repo: Path, offset: int) -> bool:
+    """Whether the daemon started at log ``offset`` has logged that it is ready."""
+    try:
+        with open(repo / "daemon.log", "rb") as log:
+            log.seek(offset)
+            return b"Daemon is ready" in log.read()
+    except OSError:
+        return False
+
+
 _children: dict[int, subprocess.Popen[bytes]] = {}
 
 
@@ -204,6 +214,7 @@ def start(repo: Path, *, timeout: float = 90.0) -> IpfsNode:
     for stale in ("api", "repo.lock", "daemon.pid"):
         (repo / stale).unlink(missing_ok=True)
     log = open(repo / "daemon.log", "ab")  # noqa: SIM115 - handed to the child process
+    logged_before = log.tell()
     try:
         process = subprocess.Popen(
             [str(find_jsipfs()), "daemon", "--enable-preload=false"],
@@ -223,8 +234,10 @@ def start(repo: Path, *, timeout: float = 90.0) -> IpfsNode:
             _children.pop(process.pid, None)
             raise IpfsNodeError(f"jsipfs daemon exited with {process.returncode}; daemon.log:\n{_log_tail(repo)}")
         node = _read_node(repo, process.pid)
-        if node is not None and _api_answers(node.api):
-            return node
+        # The API file and port come before the gateway's line in the log: wait for "ready",
+        # so the node returned names its gateway as `status` will later.
+        if node is not None and _api_answers(node.api) and _ready_since(repo, logged_before):
+            return _read_node(repo, process.pid) or node
         time.sleep(0.2)
     stop(repo)
     raise IpfsNodeError(f"jsipfs daemon did not answer within {timeout:g}s; daemon.log:\n{_log_tail(repo)}")

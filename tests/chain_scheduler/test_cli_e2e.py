@@ -45,6 +45,10 @@ def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
         net.down()
 
 
+#: A failure result's floor, in units, that pays for a replica's gas on the devnet.
+FLOOR = 10**15
+
+
 def cli(devnet: Devnet, *args: str, env: dict[str, str] | None = None) -> Result:
     return runner.invoke(app, [*args], env={"CHAINSCHED_DEVNET": str(devnet.root), **(env or {})})
 
@@ -252,9 +256,11 @@ def test_a_forced_job_that_cannot_run_ends_in_one_failure_result_and_nobody_is_s
     The daemons' pre-bid check says every replica will fail the same way; they bid, commit the same
     failure result, and are paid the job's floor. Before, each missed its commit and was slashed.
     """
-    # When: it is forced onto the market with a floor of 1000 units
+    # When: it is forced onto the market with a floor that pays for the replicas' gas (10^15 units
+    # at 1 wei or more: over 200,000 gas at up to 5 gwei; the daemons decline a floor that does not)
     submitted = cli(
-        devnet, "job", "submit", "--module", str(ROOT / "README.md"), "--force", "--min-units", "1000",
+        devnet, "job", "submit", "--module", str(ROOT / "README.md"), "--force", "--min-units", str(FLOOR),
+        "--max-units", str(FLOOR),
         "-k", "3", "-m", "2", "--challenge-window", "0", "--timeout", "120", "--out", str(tmp_path / "out"), "--json",
     )  # fmt: skip
 
@@ -267,5 +273,5 @@ def test_a_forced_job_that_cannot_run_ends_in_one_failure_result_and_nobody_is_s
     assert f"job {data['job_id']} could not run: artifact_invalid" in submitted.stderr
     receipt = ok_json(cli(devnet, "job", "receipt", str(data["job_id"]), "--json"))
     assert receipt["consensus"]["reason"] == "artifact_invalid"
-    assert {p["units"] for p in receipt["providers"]} == {1000}
+    assert {p["units"] for p in receipt["providers"]} == {FLOOR}
     assert all(p["checks"] for p in receipt["providers"])
