@@ -54,7 +54,7 @@ from chain_scheduler._market import DEFAULT_GAS, Market
 from chain_scheduler._model import Executor, FailReason, Job, JobId, JobStatus, JobTerms, Round, SafetyClass, Wei
 from chain_scheduler._rpc import http_web3, rpc_call
 from chain_scheduler._sealing import delivery_key, open_envelope, public_key_hex
-from chain_scheduler._spec import InputRef, JobSpec, Limits
+from chain_scheduler._spec import InputRef, JobSpec, Limits, open_result_cid
 from storage import BackendError, ContentNotFound, ContentStore, StorageError, open_store
 
 logger = logging.getLogger(__name__)
@@ -779,14 +779,9 @@ class JobHandle:
         events = market.events(
             from_block=self.from_block, names=("ResultRevealed", "ResultPublished", "ResultSealed"), job_id=self.job_id
         )
-        for event in reversed(events):
-            if event.name == "ResultSealed" or (
-                event.name == "ResultRevealed" and int(event.args["slot"]) != job.winner
-            ):
-                continue
-            cid = str(event.args["resultCid"])
-            if keccak(cid.encode())[:24] == digest:
-                return cid
+        public = open_result_cid(events, job.winner, digest)
+        if public is not None:
+            return public
         if not market.terms_of(self.job_id).reveals_sealed(job.winner):
             raise errors.ChainSchedulerError(
                 f"Job {self.job_id} has slot {job.winner} winning, but no ResultRevealed event from block "

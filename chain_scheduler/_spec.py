@@ -57,6 +57,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Sequence
 from typing import Annotated, Any, ClassVar, Final, Literal
 
 from eth_utils.crypto import keccak
@@ -64,7 +65,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from pydantic_core import PydanticCustomError, from_json
 
 from chain_scheduler import errors
-from chain_scheduler._market import Market
+from chain_scheduler._market import Market, MarketEvent
 from chain_scheduler._model import Executor, JobId, JobStatus, JobTerms, SafetyClass
 from storage import (
     ContentNotFound,
@@ -468,14 +469,9 @@ def resolve_parent_result(market: Market, parent_job_id: int, *, from_block: int
         raise errors.ParentNotReady(job_id=parent_job_id, status=job.status)
     digest = market.slot(parent_job_id, job.winner).result_digest
     events = market.events(from_block=from_block, names=("ResultRevealed", "ResultPublished"), job_id=parent_job_id)
-    # A reopened slot can be revealed more than once over a job's life: take the latest
-    # reveal of the winning slot (or publication) whose CID matches what the contract sealed.
-    for event in reversed(events):
-        if event.name == "ResultRevealed" and int(event.args["slot"]) != job.winner:
-            continue
-        cid = str(event.args["resultCid"])
-        if keccak(cid.encode())[:24] == digest:
-            return cid
+    cid = open_result_cid(events, job.winner, digest)
+    if cid is not None:
+        return cid
     if market.terms_of(parent_job_id).reveals_sealed(job.winner):
         raise errors.ResultUnpublished(job_id=parent_job_id)
     raise errors.ChainSchedulerError(
@@ -483,6 +479,21 @@ def resolve_parent_result(market: Market, parent_job_id: int, *, from_block: int
         f"from block {from_block} on matches its sealed digest {digest.hex()}. Is this the right contract, "
         "and does the node keep old logs?"
     )
+
+
+def open_result_cid(events: Sequence[MarketEvent], winner: int, digest: bytes) -> str | None:
+    """The accepted result's CID where it is public: the winning slot's ``ResultRevealed`` or a
+    ``ResultPublished``, whichever hashes to ``digest`` (other events are skipped). A reopened
+    slot can be revealed more than once over a job's life: the latest match wins."""
+    for event in reversed(events):
+        if event.name not in ("ResultRevealed", "ResultPublished"):
+            continue
+        if event.name == "ResultRevealed" and int(event.args["slot"]) != winner:
+            continue
+        cid = str(event.args["resultCid"])
+        if keccak(cid.encode())[:24] == digest:
+            return cid
+    return None
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

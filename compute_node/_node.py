@@ -72,7 +72,7 @@ from chain_scheduler import (
     decode_revert,
     errors,
     hash_commitment,
-    result_key,
+    result_hash,
 )
 from chain_scheduler import Job as ChainJob
 from chain_scheduler import Slot as ChainSlot
@@ -1173,7 +1173,7 @@ class ProviderNode:
         terms = self._job_posted(job_id).terms
         if not terms.reveals_sealed(winner) or self.market.events(names=("ResultPublished",), job_id=job_id):
             return
-        if self.market.slot(job_id, winner).result_digest != result_key(record.result_cid, 0)[:24]:
+        if self.market.slot(job_id, winner).result_digest != result_hash(record.result_cid)[:24]:
             return  # the winning slot is ours, but not with the result on record (a reused id)
         try:
             self.market.publish(job_id, record.result_cid, terms)
