@@ -51,6 +51,11 @@ abstract contract ChainSchedulerBase is IChainSchedulerTypes {
     /// refused candidate leaves the draw's sample space, so with at most this many ineligible
     /// pool members a seat is always filled when anyone eligible exists.
     uint256 internal constant MAX_DRAW_TRIES = 16;
+    /// @notice Blocks per pool epoch. Seat draws read the pool as it was at the start of the
+    /// current epoch, so stake moved once a draw's hash is known never changes that draw,
+    /// and a draw armed in an earlier epoch re-arms.
+    uint256 public constant POOL_EPOCH = 4; // < 256: an expired hash is always an epoch old
+    uint256 internal constant WEIGHT_MASK = (uint256(1) << 112) - 1;
     /// @notice Most entrants a lottery job keeps (a heavier entrant displaces the lightest):
     /// the draw reads them all.
     uint256 public constant MAX_ENTRANTS = 32;
@@ -97,10 +102,6 @@ abstract contract ChainSchedulerBase is IChainSchedulerTypes {
     uint128 internal _poolCap;
     /// @dev The block whose hash a job's pending draw uses (see `DrawPending`).
     mapping(uint256 jobId => uint256) internal _drawBlock;
-    /// @dev The last block in which a pool weight changed. A seat draw whose block hash is
-    /// older re-arms instead: whoever knows the hash could otherwise move stake in or out
-    /// of the pool until the draw lands where it wants.
-    uint256 internal _poolChangedAt;
     /// @dev A lottery job's entrants: weight 96 | provider 160, one word each.
 // slither-disable-next-line uninitialized-state (written by ChainSchedulerExtension.enter on the market's storage, by delegatecall)
     mapping(uint256 jobId => uint256[]) internal _entrants;
@@ -276,15 +277,11 @@ abstract contract ChainSchedulerBase is IChainSchedulerTypes {
         if (block.number <= base) revert ChainSchedulerDrawTooEarly(jobId, base);
         bytes32 hash = blockhash(base);
         bool decision = job.flags & FLAG_DRAW_PENDING != 0;
-        if (hash == 0 && !decision) {
-            // Older than 256 blocks: nobody drew in time, and a stale hash may be known to
-            // whoever waited. Draw the seats from a block that does not exist yet instead.
-            _armDraw(jobId, job.round);
-            return;
-        }
         bytes32 random = keccak256(abi.encode(hash, jobId, job.flags));
         if (job.round == Round.Main && !decision) {
             // A lottery: the entrants and their weights were fixed before the hash existed.
+            // A hash older than 256 blocks reads 0, a value anyone knows: draw from a block
+            // that does not exist yet instead.
             if (hash == 0) _armDraw(jobId, Round.Main);
             else _drawEntrants(jobId, job, terms, random);
             return;
@@ -304,9 +301,11 @@ abstract contract ChainSchedulerBase is IChainSchedulerTypes {
             emit CommitsClosed(jobId, Round.Main, true, 0);
             _openRound(jobId, job, terms, Round.Audit);
         }
-        // Seats are drawn only with a live hash and from the pool as it was before the hash
+        // Seats are drawn from the pool as it stood when the epoch began, before the hash
         // existed: whoever knows the hash could otherwise move stake until the draw suits it.
-        if (hash == 0 || _poolChangedAt > base) _armDraw(jobId, job.round);
+        // A draw armed in an earlier epoch re-arms, and so does every draw whose hash has
+        // expired (256 blocks are many epochs): its hash would read 0, a value anyone knows.
+        if (base / POOL_EPOCH != _epoch()) _armDraw(jobId, job.round);
         else _fillSeats(jobId, job, terms, random);
     }
 
@@ -406,7 +405,7 @@ abstract contract ChainSchedulerBase is IChainSchedulerTypes {
         view
         returns (address)
     {
-        uint256 total = _poolCap == 0 ? 0 : _tree[_poolCap];
+        uint256 total = _poolCap == 0 ? 0 : _snapshot(_tree[_poolCap]);
         Refused memory refused = Refused({
             leaf: new uint256[](MAX_DRAW_TRIES),
             start: new uint256[](MAX_DRAW_TRIES),
@@ -424,13 +423,14 @@ abstract contract ChainSchedulerBase is IChainSchedulerTypes {
             uint256 index = _treeFind(r);
             address candidate = _members[index];
             if (_mayVerify(jobId, terms, candidate, end) && !_listed(missed, candidate)) return candidate;
-            _refuse(refused, index, _providers[candidate].poolWeight);
+            _refuse(refused, index);
         }
         return address(0);
     }
 
-    function _refuse(Refused memory refused, uint256 index, uint256 weight) internal view {
+    function _refuse(Refused memory refused, uint256 index) internal view {
         uint256 start = _treePrefix(index - 1);
+        uint256 weight = _treePrefix(index) - start;
         uint256 at = refused.count;
         while (at > 0 && refused.leaf[at - 1] > index) {
             refused.leaf[at] = refused.leaf[at - 1];
@@ -461,6 +461,8 @@ abstract contract ChainSchedulerBase is IChainSchedulerTypes {
     {
         if (candidate == terms.client) return false;
         Provider storage p = _providers[candidate];
+        // Drawn from the epoch's start: it may have left the pool since.
+        if (p.capabilities & VERIFIER == 0 || p.unbondingAt != 0) return false;
         uint32 required = (uint32(1) << uint8(terms.executor)) | terms.capabilities;
         if (p.capabilities & required != required || p.free < terms.collateral) return false;
         for (uint256 i = 0; i < end; ++i) {
@@ -721,7 +723,6 @@ abstract contract ChainSchedulerBase is IChainSchedulerTypes {
         if (want > have) _treeAdd(index, want - have, true);
         else _treeAdd(index, have - want, false);
         p.poolWeight = uint96(want);
-        _poolChangedAt = block.number;
     }
 
     /// @dev A new leaf. When the tree is full its capacity doubles: the new root covers every
@@ -738,30 +739,44 @@ abstract contract ChainSchedulerBase is IChainSchedulerTypes {
         _members[index] = provider;
     }
 
+    /// @dev Tree nodes are epoch 32 | weight at the epoch's start 112 | weight now 112.
     function _treeAdd(uint256 index, uint256 delta, bool up) internal {
         uint256 cap = _poolCap;
+        uint256 epoch = _epoch();
         for (uint256 i = index; i <= cap; i += i & (~i + 1)) {
-            if (up) _tree[i] += delta;
-            else _tree[i] -= delta;
+            uint256 node = _tree[i];
+            uint256 current = node & WEIGHT_MASK;
+            uint256 start = node >> 224 < epoch ? current : (node >> 112) & WEIGHT_MASK;
+            current = up ? current + delta : current - delta;
+            _tree[i] = epoch << 224 | start << 112 | current;
         }
     }
 
-    /// @dev Sum of the weights of leaves 1..index.
+    function _epoch() internal view returns (uint256) {
+        return block.number / POOL_EPOCH;
+    }
+
+    /// @dev A node's weight at the start of the current epoch.
+    function _snapshot(uint256 node) internal view returns (uint256) {
+        return node >> 224 < _epoch() ? node & WEIGHT_MASK : (node >> 112) & WEIGHT_MASK;
+    }
+
+    /// @dev Sum of the weights of leaves 1..index at the start of the epoch.
     function _treePrefix(uint256 index) internal view returns (uint256 sum) {
         for (uint256 i = index; i > 0; i -= i & (~i + 1)) {
-            sum += _tree[i];
+            sum += _snapshot(_tree[i]);
         }
     }
 
-    /// @dev The leaf whose interval of the weight line [0, total) holds r: the smallest index
-    /// whose prefix sum exceeds r (r < total).
+    /// @dev The leaf whose interval of the epoch-start weight line [0, total) holds r: the
+    /// smallest index whose prefix sum exceeds r (r < total).
     function _treeFind(uint256 r) internal view returns (uint256) {
         uint256 cap = _poolCap;
         uint256 pos = 0;
         for (uint256 step = cap; step > 0; step >>= 1) {
             uint256 next = pos + step;
             if (next <= cap) {
-                uint256 node = _tree[next];
+                uint256 node = _snapshot(_tree[next]);
                 if (node <= r) {
                     pos = next;
                     r -= node;

@@ -256,7 +256,7 @@ contract ChainSchedulerExtension is ChainSchedulerBase {
     /// @return weight Sum of the members' weights.
     function poolOf() external view returns (uint256 members, uint256 weight) {
         members = _poolSize;
-        weight = _poolCap == 0 ? 0 : _tree[_poolCap];
+        weight = _poolCap == 0 ? 0 : _tree[_poolCap] & WEIGHT_MASK;
     }
 
     /// @notice The block whose hash a job's pending draw uses (0 if it never had one).

@@ -544,6 +544,10 @@ interface IChainScheduler is IChainSchedulerTypes {
     /// @param terms The job's terms.
     function draw(uint256 jobId, JobTerms calldata terms) external;
 
+    /// @notice Blocks per pool epoch: seat draws read the pool as it was when the epoch began.
+    /// @return The epoch length in blocks.
+    function POOL_EPOCH() external view returns (uint256);
+
     /// @notice Enter a lottery job's draw for its k main replicas (a `bid` on such a job enters
     /// too). Open during the bid window, and after it while fewer than k have entered. The
     /// entrant's collateral is locked until the draw, and its weight is its whole stake then;

@@ -173,9 +173,15 @@ MUTANTS: Final[Sequence[Mutant]] = (
     ),
     Mutant(
         name="pool-moves-under-a-draw",
-        bug="a seat draw uses a pool that changed after its block hash was known (the draw can be steered)",
-        original="if (hash == 0 || _poolChangedAt > base) _armDraw(jobId, job.round);",
-        mutated="if (hash == 0) _armDraw(jobId, job.round);",
+        bug="seat draws read the pool as it is now, not at the epoch's start (stake added after the hash steers them)",
+        original="return node >> 224 < _epoch() ? node & WEIGHT_MASK : (node >> 112) & WEIGHT_MASK;",
+        mutated="return node & WEIGHT_MASK;",
+    ),
+    Mutant(
+        name="draw-across-epochs",
+        bug="a seat draw armed in an earlier epoch is not re-armed (its hash was known before the snapshot)",
+        original="if (base / POOL_EPOCH != _epoch()) _armDraw(jobId, job.round);",
+        mutated="if (false) _armDraw(jobId, job.round);",
     ),
     Mutant(
         name="draw-in-arming-block",
@@ -196,10 +202,10 @@ MUTANTS: Final[Sequence[Mutant]] = (
         mutated='if (uint256(keccak256(abi.encode(random, "audit"))) % BPS >= terms.auditBps) {',
     ),
     Mutant(
-        name="expired-hash-seats-drawn",
-        bug="seats whose draw hash expired (blockhash is 0, a known value) are drawn anyway",
-        original="if (hash == 0 || _poolChangedAt > base) _armDraw(jobId, job.round);",
-        mutated="if (_poolChangedAt > base) _armDraw(jobId, job.round);",
+        name="expired-hash-lottery-drawn",
+        bug="a lottery whose draw hash expired (blockhash is 0, a known value) draws its replicas anyway",
+        original="if (hash == 0) _armDraw(jobId, Round.Main);",
+        mutated="if (false) _armDraw(jobId, Round.Main);",
     ),
     Mutant(
         name="drawn-seat-not-redrawn",
