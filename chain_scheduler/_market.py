@@ -10,6 +10,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -231,6 +232,12 @@ class Market:
         """A lottery job's entrants and their weights (stake when they entered), in entry order."""
         providers, weights = self._call(self.contract.functions.entrantsOf(job_id))
         return [(to_checksum_address(p), Wei(w)) for p, w in zip(providers, weights, strict=True)]
+
+    @functools.cached_property
+    def pool_epoch(self) -> int:
+        """Blocks per pool epoch: seat draws read the pool as it stood when the epoch began, and a
+        seat draw armed in an earlier epoch re-arms (the contract's ``POOL_EPOCH``)."""
+        return int(self._call(self.contract.functions.POOL_EPOCH()))
 
     def draw_block_of(self, job_id: int) -> int:
         """The block whose hash the job's pending draw uses (0: it never had one)."""

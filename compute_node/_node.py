@@ -653,8 +653,10 @@ class ProviderNode:
             self._unwatch(job_id, WatchKind.DRAW)
             self._draw_seen.pop(job_id, None)
             seats = [f"{e.args['slot']}:{e.args['provider']}" for e in result.named("SlotAssigned")]
-            if not seats and result.named("DrawPending"):
+            epoch = self.market.pool_epoch
+            if not seats and result.named("DrawPending") and watch.count // epoch == result.block_number // epoch:
                 # Nobody eligible in the pool yet: re-armed. Do not spend a transaction per poll.
+                # (A draw armed in an earlier epoch re-arms too; its next draw goes at once.)
                 self._hold[(job_id, "draw")] = time.monotonic() + max(5.0, self.keeper_retry)
             logger.info(
                 "job_id=%s keeper: draw (%s%s)", job_id, ", ".join(e.name for e in result.events) or "no events",

@@ -256,7 +256,8 @@ class Harness:
 
     def set_pool(self, members: Iterable[str]) -> bool:
         """Make the verifier pool exactly ``members`` (VERIFIER bit on for them, off for every
-        other registered provider). Returns whether anything changed."""
+        other registered provider). Returns whether anything changed; if so, mines on to the
+        next pool epoch, whose snapshot the seat draws read."""
         changed = False
         wanted = {to_checksum_address(m) for m in members}
         registered = [*self.providers, self.chain.wasm_only, self.chain.docker_only]
@@ -266,7 +267,15 @@ class Harness:
             if (account in wanted) != on:
                 self.as_(account).set_capabilities(p.capabilities ^ Capability.VERIFIER)
                 changed = True
+        if changed:
+            self.to_epoch_start()
         return changed
+
+    def to_epoch_start(self, ahead: int = 0) -> None:
+        """Mine empty blocks until the transaction ``ahead`` transactions from now lands in a
+        pool epoch's first block: a draw armed there can be carried out in the same epoch."""
+        epoch = self.market.pool_epoch
+        self.tester.mine_blocks((-(self.w3.eth.block_number + 1 + ahead)) % epoch)
 
     def advance(self, seconds: int) -> None:
         self.travel_to(self.now() + seconds)
@@ -421,7 +430,8 @@ class Run:
         moved = self.h.set_pool(pool) if pool is not None else False
         tx = self.h.as_(sender or self.h.deployer).draw(self.job_id, self.terms)
         if moved and not tx.named("SlotAssigned") and tx.named("DrawPending"):
-            # The pool changed after the draw was armed: it re-armed; draw from the new block.
+            # The pool changed after the draw was armed, and a draw armed in an earlier
+            # epoch re-arms: draw from the new block.
             tx = self.h.as_(sender or self.h.deployer).draw(self.job_id, self.terms)
         for assigned in tx.named("SlotAssigned"):
             self.holders[int(assigned.args["slot"])] = to_checksum_address(assigned.args["provider"])

@@ -434,8 +434,8 @@ class MarketMachine(RuleBasedStateMachine):
                 return
             holders = {s.provider for s in self.h.market.slots(job.job_id, job.terms)}
             fresh = [p for p in self.providers if p not in holders and p != client][:1]
-            self.h.set_pool(fresh)  # moving the pool re-arms the seats' draw: a second call draws
-            for _attempt in range(2):
+            self.h.set_pool(fresh)  # mines on to the next epoch, whose snapshot has the new pool
+            for _attempt in range(3):  # a draw armed in an earlier epoch re-arms, maybe twice
                 try:
                     tx = self._as(self.h.deployer).draw(job.job_id, job.terms)
                 except (errors.DeadlinePassed, errors.NoDraw, errors.WrongStatus):

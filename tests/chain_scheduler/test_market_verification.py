@@ -207,6 +207,7 @@ def _audit_open(h: Harness, *, pool: Sequence[str] = (), **overrides: Any) -> tu
     ``pool`` is the verifier pool, set before the decision is armed."""
     run = h.drive("running", k=3, m=2, verifiers=2, audit_bps=10_000, **overrides)
     h.set_pool(pool)
+    h.to_epoch_start(ahead=2)  # the decision's draw one block on also seats the auditor
     run.commit(0)
     run.commit(1)
     last = run.commit(2)
@@ -266,15 +267,21 @@ def test_audit_decision_nobody_draws_timeout_does(h: Harness) -> None:
     assert names(tx) == ["CommitsClosed", "RoundOpened", "SlotAssigned", "BiddingClosed"]
 
 
-def test_a_pool_that_moved_after_the_hash_was_armed_is_not_drawn_from(h: Harness) -> None:
+def test_a_draw_reads_the_pool_as_it_stood_when_its_epoch_began(h: Harness) -> None:
     # Whoever knows the hash could move stake into or out of the pool until the draw lands
-    # where it wants: a draw whose pool changed since its block re-arms for a later block.
+    # where it wants. Seats are drawn from the pool as it stood at the start of the epoch
+    # (before the hash existed), and a draw armed in an earlier epoch re-arms.
     run, _ = _escalated(h)
-    h.set_pool(run.fresh(3))  # after the verification round was armed
+    pool = run.fresh(3)
+    h.set_pool(pool)  # after the verification round was armed; mines on to the next epoch
     tx = run.draw()
     assert names(tx) == ["DrawPending"]
     assert events(tx, "DrawPending") == [{"jobId": run.job_id, "round": Round.VERIFY, "afterBlock": tx.block_number}]
-    tx = run.draw()  # nothing moved since
+    armed = tx.block_number
+    # The hash is known now: the pool moves, in the same epoch, and the draw ignores it.
+    h.as_(pool[0]).add_stake(10**18)
+    tx = run.draw()
+    assert tx.block_number // h.market.pool_epoch == armed // h.market.pool_epoch
     assert len(events(tx, "SlotAssigned")) == 3
 
 
