@@ -76,6 +76,10 @@ class Chain:
         self.by_address = {p.account: p for p in self.providers}
         self.salt = 0
 
+    def to_epoch_start(self) -> None:
+        """Mine so that the next transaction lands in a pool epoch's first block."""
+        to_epoch_start(self.w3, self.market)
+
     def drawn(self, result: TxResult) -> list[tuple[int, Market]]:
         """The (slot, provider) pairs a draw seated."""
         return [(int(e.args["slot"]), self.by_address[e.args["provider"]]) for e in result.named("SlotAssigned")]
@@ -90,6 +94,15 @@ class Chain:
         salt = self.salt.to_bytes(32, "big")
         ledger.add("commit", p.commit(job_id, slot, commitment(job_id, p.account, cid, usage, salt)).gas_used)
         return salt
+
+
+def to_epoch_start(w3: Web3, market: Market) -> None:
+    """Mine empty blocks so that the next transaction lands in a pool epoch's first block.
+    A seat draw armed there and carried out in the next block reads the same epoch's pool,
+    as a keeper's usually does; one armed in an epoch's last block re-arms first (a second
+    draw), which would make the figures depend on where the block count stands."""
+    for _ in range(-(w3.eth.block_number + 1) % market.pool_epoch):
+        w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
 
 
 def k1(chain: Chain) -> Ledger:
@@ -152,6 +165,7 @@ def audited(chain: Chain) -> Ledger:
     job = int(r.event("JobPosted").args["jobId"])
     led.add("postJob", r.gas_used)
     led.add("bid", p.bid(job, 500).gas_used)
+    chain.to_epoch_start()
     salt = chain.run(p, job, 0, GOOD, 40_000, led)
     drawn = chain.market.draw(job)
     led.add("draw (audit decision + auditor)", drawn.gas_used)
@@ -176,6 +190,7 @@ def challenged(chain: Chain) -> Ledger:
     led.add("bid", p.bid(job, 500).gas_used)
     salt = chain.run(p, job, 0, BAD, 40_000, led)
     led.add("reveal", p.reveal(job, 0, BAD, 40_000, salt).gas_used)
+    chain.to_epoch_start()
     led.add("challenge", c.challenge(job).gas_used)
     drawn = chain.market.draw(job)
     led.add("draw (3 verifiers)", drawn.gas_used)
@@ -310,6 +325,7 @@ def pool_scaling() -> tuple[dict[str, dict[str, int]], dict[str, dict[str, int]]
             salt = (size).to_bytes(32, "big")
             main.commit(job, 0, commitment(job, main.account, BAD, 40_000, salt), terms)
             main.reveal(job, 0, BAD, 40_000, salt, terms)
+            to_epoch_start(w3, market)
             client.challenge(job, terms)
             drawn = market.draw(job, terms)
             assert len(drawn.named("SlotAssigned")) == 3
