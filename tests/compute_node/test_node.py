@@ -607,9 +607,12 @@ def test_a_fourth_daemon_takes_the_audit_slot_and_confirms_the_result(
     # Then the fourth daemon (the only pool member not in the job) was drawn for the audit
     # slot (index k), agreed, and everyone was paid
     assert [e.args["round"] for e in chain.events(job_id, "RoundOpened")] == [1]  # Round.AUDIT
-    (pending,) = chain.events(job_id, "DrawPending")
+    # The last main commit armed the decision; the auditor's seat re-arms when the draw lands
+    # in a later pool epoch (twice at most) before it is drawn
+    pending = chain.events(job_id, "DrawPending")
     main_commits = [e for e in chain.events(job_id, "ResultCommitted") if e.args["slot"] < terms.k]
-    assert pending.block_number == main_commits[-1].block_number
+    assert pending[0].block_number == main_commits[-1].block_number
+    assert [e.args["round"] for e in pending] == [1] * len(pending) and len(pending) <= 3
     slots = chain.market.slots(job_id, terms)
     main = {s.provider for s in slots[: terms.k]}
     auditor = slots[terms.k].provider
