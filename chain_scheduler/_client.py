@@ -961,13 +961,16 @@ class JobHandle:
         return bond
 
     def publish(self) -> str:
-        """Put this Finalized job's sealed result CID on chain, for its child jobs and everyone else.
+        """Put this Succeeded job's sealed result CID on chain once its challenge window is
+        over, for its child jobs and everyone else. That settles the job (a sealed result is
+        paid for only once published).
 
-        Its winning provider does this after finalizing; the client can too, having read
-        the CID from its envelope. Returns the CID published.
+        Its winning provider does this; the client can too, having read the CID from its
+        envelope. Returns the CID published.
 
         Raises:
-            WrongStatus: the job is not Finalized.
+            WrongStatus: the job is not Succeeded.
+            DeadlineNotReached: its challenge window is still open.
             SealError: the CID is not known to this client (see :meth:`result_cid`).
         """
         cid = self.result_cid()

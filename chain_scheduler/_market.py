@@ -417,8 +417,9 @@ class Market:
         return self._transact(fn)
 
     def publish(self, job_id: int, result_cid: str, terms: JobTerms | None = None) -> TxResult:
-        """Put a finalized job's sealed result CID on chain (``ResultPublished``), for child jobs
-        and anyone else to read. Anyone holding the CID may; it must hash to the accepted result."""
+        """Put a succeeded job's result CID on chain (``ResultPublished``) once its challenge
+        window is over, and settle the job as :meth:`finalize` does: a result revealed sealed
+        is settled only this way. Anyone holding the CID may; it must hash to the accepted result."""
         terms = terms or self.terms_of(job_id)
         return self._transact(self.contract.functions.publish(job_id, terms.as_abi(), result_cid))
 
@@ -427,6 +428,8 @@ class Market:
         return self._transact(self.contract.functions.timeout(job_id, terms.as_abi()))
 
     def finalize(self, job_id: int, terms: JobTerms | None = None) -> TxResult:
+        """Settle a succeeded job after its challenge window. A sealed result settles by
+        :meth:`publish` instead; a reveal window later, finalize fails such a job unpublished."""
         terms = terms or self.terms_of(job_id)
         return self._transact(self.contract.functions.finalize(job_id, terms.as_abi()))
 

@@ -119,6 +119,7 @@ class FailReason(enum.IntEnum):
     NOT_FILLED = 0
     NO_QUORUM = 1
     NO_COMMITS = 2
+    UNPUBLISHED = 3
 
 
 @dataclass(frozen=True, slots=True)

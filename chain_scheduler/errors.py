@@ -145,6 +145,8 @@ class JobFailed(ChainSchedulerError):
             FailReason.NO_QUORUM: ": fewer than m replicas agreed on a result (is the job deterministic?)",
             FailReason.NO_COMMITS: ": no provider committed a result before the execution deadline "
             "(raise exec_timeout or the executor limits)",
+            FailReason.UNPUBLISHED: ": its result was revealed sealed and nobody published the CID within a "
+            "reveal window of the challenge window's end; the sealed providers were slashed",
         }[self.reason]
         refunded = ""
         if refund is not None:
@@ -155,10 +157,10 @@ class JobFailed(ChainSchedulerError):
 
 
 class ResultUnpublished(ParentNotReady):
-    """A finalized job's result was revealed sealed and its CID is not on chain yet.
+    """A finalized job's result was revealed sealed and no publication of its CID was found.
 
-    The job's winner publishes it after finalizing (``Market.publish``); until then only
-    its client, through the envelope, knows the CID.
+    A sealed result settles by its publication (``Market.publish``), so a finalized job
+    has one: it is older than the events that were read.
     """
 
     def __init__(self, *, job_id: int) -> None:
@@ -169,9 +171,9 @@ class ResultUnpublished(ParentNotReady):
         self.final = False
         ChainSchedulerError.__init__(
             self,
-            f"Job {job_id} is Finalized, but its result was revealed sealed and nobody has published "
-            f"its CID yet. Its winner does so after finalizing; anyone holding it can: "
-            f"chainsched job publish {job_id}",
+            f"Job {job_id} is Finalized and its result was revealed sealed, but its publication "
+            f"(ResultPublished) is not among the events read: read from an earlier block, or "
+            f"publish the CID again if you hold it (chainsched job publish {job_id})",
         )
 
 

@@ -555,8 +555,6 @@ class ProviderNode:
                 self._parent_ended(job_id)
             elif event.name in ("ProviderPaid", "Withdrawn", "JobFinalized", "JobFailed", "JobCancelled"):
                 self._check_credit = True
-                if event.name == "JobFinalized" and job_id is not None:
-                    self._publish(job_id, int(event.args["winnerSlot"]))
                 if job_id is not None and event.name != "ProviderPaid":
                     self._forget(job_id)
                     self._parent_ended(job_id)
@@ -1166,23 +1164,28 @@ class ProviderNode:
         self._save(replace(record, phase=JobPhase.REVEALED))
         logger.info("job_id=%s revealed slot %d: %s usage %d", job_id, record.slot, record.result_cid, record.usage)
 
-    def _publish(self, job_id: int, winner: int) -> None:
-        """Put our sealed result on chain once the job is final, if we hold the winning slot:
-        child jobs and anyone but the client read the CID from there."""
+    def _publish(self, job_id: int, terms: JobTerms, job: ChainJob) -> bool:
+        """Publish our sealed result once the challenge window is over, if it is the accepted
+        one: that settles the job (a sealed result is paid for only once its CID is on chain).
+        The winning slot's holder publishes at once, another holder of the same result (an
+        agreeing replica, a verifier) after a keeper's grace. True when this is ours to do."""
         record = self._record(job_id)
-        if record is None or record.slot != winner or record.result_cid is None:
-            return
-        terms = self._job_posted(job_id).terms
-        if not terms.reveals_sealed(winner) or self.market.events(names=("ResultPublished",), job_id=job_id):
-            return
-        if self.market.slot(job_id, winner).result_digest != result_hash(record.result_cid)[:24]:
-            return  # the winning slot is ours, but not with the result on record (a reused id)
+        if record is None or record.result_cid is None or not terms.reveals_sealed(job.winner):
+            return False
+        if self.market.slot(job_id, job.winner).result_digest != result_hash(record.result_cid)[:24]:
+            return False  # not the accepted result, or not the result on record (a reused id)
+        if record.slot != job.winner and self._clock.now() < job.deadline + self._keeper_grace(job_id):
+            return True
+        if self._held(job_id, "publish"):
+            return True
         try:
             self.market.publish(job_id, record.result_cid, terms)
         except errors.ContractError as exc:
-            logger.warning("job_id=%s publishing the result refused: %s", job_id, exc)
-            return
-        logger.info("job_id=%s published result %s", job_id, record.result_cid)
+            self._hold_for(job_id, "publish")
+            logger.warning("job_id=%s publishing the result refused (another holder first?): %s", job_id, exc)
+            return True
+        logger.info("job_id=%s published result %s; the job is settled", job_id, record.result_cid)
+        return True
 
     # --------------------------------------------------------------- copycat
 
@@ -1309,10 +1312,13 @@ class ProviderNode:
     # ---------------------------------------------------------------- keeper
 
     def _keep(self, job_id: int, terms: JobTerms, job: ChainJob) -> None:
-        """Move the job past a passed deadline: timeout, close bidding, or finalize."""
+        """Move the job past a passed deadline: publish our sealed result, timeout, close
+        bidding, or finalize."""
+        now = self._clock.now()
+        if job.status == JobStatus.SUCCEEDED and now >= job.deadline and self._publish(job_id, terms, job):
+            return
         if not self.keeper:
             return
-        now = self._clock.now()
         action: str | None = None
         if job.status == JobStatus.SUCCEEDED and now >= job.deadline:
             action = "finalize"

@@ -200,6 +200,27 @@ contract ChainScheduler is ChainSchedulerBase {
         Job memory job = _load(jobId, terms);
         _requireStatus(jobId, job, JobStatus.Succeeded);
         _requireAfter(jobId, job.deadline);
+        if (_sealedWinner(job, terms)) {
+            // A sealed result settles by its publication; without one for a reveal window,
+            // the job fails and the sealed slots lose their collateral.
+            _requireAfter(jobId, job.deadline + terms.revealWindow);
+            _failUnpublished(jobId, job, terms);
+        } else {
+            _settle(jobId, job, terms);
+        }
+        _jobs[jobId] = job;
+    }
+
+    /// @notice See `IChainScheduler`.
+    function publish(uint256 jobId, JobTerms calldata terms, string calldata resultCid) external {
+        Job memory job = _load(jobId, terms);
+        _requireStatus(jobId, job, JobStatus.Succeeded);
+        // Not before the challenge window is over: a drawn verifier could copy it.
+        _requireAfter(jobId, job.deadline);
+        if (bytes24(keccak256(bytes(resultCid))) != bytes24(_sealed[jobId][job.winner])) {
+            revert ChainSchedulerResultMismatch(jobId);
+        }
+        emit ResultPublished(jobId, resultCid);
         _settle(jobId, job, terms);
         _jobs[jobId] = job;
     }

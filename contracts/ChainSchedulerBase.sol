@@ -476,8 +476,15 @@ abstract contract ChainSchedulerBase is IChainSchedulerTypes {
         job.deadline = _after(challengeWindow);
         emit JobSucceeded(jobId, job.winner, _sealed[jobId][job.winner], job.deadline);
         // Without a challenge window nothing can change the result any more: settle in this
-        // transaction instead of asking a keeper for a separate finalize.
-        if (terms.challengeWindow == 0) _settle(jobId, job, terms);
+        // transaction instead of asking a keeper for a separate finalize. A sealed result is
+        // settled by its publication instead (`publish`).
+        if (terms.challengeWindow == 0 && !_sealedWinner(job, terms)) _settle(jobId, job, terms);
+    }
+
+    /// @dev Whether the accepted result was revealed sealed (a main or audit slot of a job
+    /// with verifiers): its CID is on chain only once published.
+    function _sealedWinner(Job memory job, JobTerms calldata terms) internal pure returns (bool) {
+        return terms.verifiers != 0 && job.winner <= terms.k;
     }
 
     /// @dev A challenge nobody could resolve (no verifiers came, or they disagreed): the
@@ -598,6 +605,27 @@ abstract contract ChainSchedulerBase is IChainSchedulerTypes {
         // slither-disable-next-line divide-before-multiply (intended: the client takes the dust)
         bondShare = c.bond / accused;
         _credit(terms.client, c.bond - bondShare * accused);
+    }
+
+    /// @dev Nobody published a sealed accepted result within a reveal window after the
+    /// challenge window: the client never got what it paid for, perhaps because the envelope
+    /// it was sent does not open. Each sealed slot that revealed is slashed (one that agreed
+    /// could have published, one that disagreed was wrong); every other collateral is released
+    /// unpaid; the client gets back its escrow, any challenge bond and the slash pool.
+    function _failUnpublished(uint256 jobId, Job memory job, JobTerms calldata terms) internal {
+        uint256 end = _usedEnd(job, terms);
+        for (uint256 i = 0; i <= terms.k && i < end; ++i) {
+            if (_slots[jobId][i].state == SlotState.Revealed) _slash(jobId, job, i, terms.collateral, false);
+        }
+        _releaseRange(jobId, 0, end, terms.collateral);
+        uint256 refund = _escrow(terms) + _takeSlashPool(jobId, job);
+        if (job.flags & FLAG_CHALLENGED != 0) {
+            refund += _challenges[jobId].bond;
+            delete _challenges[jobId];
+        }
+        _credit(terms.client, refund);
+        job.status = JobStatus.Failed;
+        emit JobFailed(jobId, FailReason.Unpublished, refund);
     }
 
     function _fail(uint256 jobId, Job memory job, JobTerms calldata terms, FailReason reason) internal {

@@ -194,17 +194,6 @@ contract ChainSchedulerExtension is ChainSchedulerBase {
         _jobs[jobId] = job;
     }
 
-    /// @dev `IChainScheduler`'s function, delegated by the market.
-    function publish(uint256 jobId, JobTerms calldata terms, string calldata resultCid) external onlyDelegated {
-        Job memory job = _load(jobId, terms);
-        _requireStatus(jobId, job, JobStatus.Finalized);
-        // The winner's slot still holds the accepted result key (settling leaves it).
-        if (bytes24(keccak256(bytes(resultCid))) != bytes24(_sealed[jobId][job.winner])) {
-            revert ChainSchedulerResultMismatch(jobId);
-        }
-        emit ResultPublished(jobId, resultCid);
-    }
-
     // =================================================================== views
 
     /// @dev `IChainScheduler`'s view, delegated by the market.

@@ -68,7 +68,8 @@ interface IChainSchedulerTypes {
     enum FailReason {
         NotFilled,
         NoQuorum,
-        NoCommits
+        NoCommits,
+        Unpublished // a sealed accepted result nobody published within a reveal window of the challenge window's end
     }
 
     // ---------------------------------------------------------------- structs
@@ -639,8 +640,10 @@ interface IChainScheduler is IChainSchedulerTypes {
     /// @param parentIndex Index in `terms.parents` of the failed parent.
     function cancelOrphan(uint256 jobId, JobTerms calldata terms, uint256 parentIndex) external;
 
-    /// @notice Anyone: put the CID of a finalized job's accepted result on chain (`ResultPublished`),
-    /// for a result that was revealed sealed. It must hash to the accepted result.
+    /// @notice Anyone: put the CID of a succeeded job's accepted result on chain
+    /// (`ResultPublished`) once its challenge window is over, and settle the job as `finalize`
+    /// does. The CID must hash to the accepted result. A result revealed sealed is settled only
+    /// this way: the providers are paid once the client can read what it paid for.
     /// @param jobId The job.
     /// @param terms The job's terms.
     /// @param resultCid The result CID.

@@ -184,6 +184,18 @@ MUTANTS: Final[Sequence[Mutant]] = (
         mutated="if (false) _armDraw(jobId, job.round);",
     ),
     Mutant(
+        name="sealed-settles-unpublished",
+        bug="finalize settles a sealed result nobody published: a provider whose envelope does not open is paid",
+        original="        if (_sealedWinner(job, terms)) {\n",
+        mutated="        if (false) {\n",
+    ),
+    Mutant(
+        name="publish-before-window",
+        bug="a result may be published during its challenge window, where a drawn verifier can copy it",
+        original="        _requireAfter(jobId, job.deadline);\n        if (bytes24(keccak256(bytes(resultCid)))",
+        mutated="        if (bytes24(keccak256(bytes(resultCid)))",
+    ),
+    Mutant(
         name="draw-in-arming-block",
         bug="a draw may run in the block that armed it (its hash does not exist yet: the draw is re-armed, no revert)",
         original="if (block.number <= base) revert ChainSchedulerDrawTooEarly(jobId, base);",

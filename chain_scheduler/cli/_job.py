@@ -493,7 +493,11 @@ def publish(
     key_env: KeyEnvOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Put a finalized job's sealed result CID on chain (its winner usually does), for child jobs to read."""
+    """Publish a succeeded job's sealed result CID once its challenge window is over, which settles the job.
+
+    Its winning provider usually does; a client that opened its envelope can too. A sealed
+    result nobody publishes within a reveal window fails the job and slashes its providers.
+    """
     with client(endpoints(rpc, contract, None, devnet), KeyChoice(account, key_file, key_env), need_store=False) as sdk:
         cid = sdk.job(job_id).publish()
         emit({"job_id": job_id, "result_cid": cid}, as_json)

@@ -1187,7 +1187,8 @@ contract AttacksTest is AttackBase {
     /// drawn verifier must reveal the CID itself, which the hash does not give: the copycat's
     /// commitment over the hash opens with no CID it can name, a sealed reveal from its seat is
     /// refused, and it loses its collateral when the reveal window closes. The honest verifiers
-    /// confirm the result, and the result is published once the job is final.
+    /// confirm the result; their open reveals let anyone publish it once the challenge window
+    /// is over, which settles the job.
     function test_copycatVerifierHasNothingToCopy() public {
         address[] memory pool = _accounts("verifier", 3);
         _registerAll(pool, WASM | verifier, 10 ether);
@@ -1206,13 +1207,13 @@ contract AttacksTest is AttackBase {
         );
         _reveal(jobId, t, 0, HONEST);
         _eqBytes(
-            "nothing to publish before the job is final",
+            "nothing is published before the challenge window is over",
             _tryAs(client, abi.encodeCall(IChainScheduler.publish, (jobId, t, HONEST))),
             abi.encodeWithSelector(
-                IChainSchedulerTypes.ChainSchedulerWrongStatus.selector,
+                IChainSchedulerTypes.ChainSchedulerDeadlineNotReached.selector,
                 jobId,
-                IChainSchedulerTypes.JobStatus.Finalized,
-                IChainSchedulerTypes.JobStatus.Succeeded
+                _job(jobId).deadline,
+                VM.getBlockTimestamp()
             )
         );
         _as(client, t.collateral, abi.encodeCall(IChainScheduler.challenge, (jobId, t)));
@@ -1240,19 +1241,59 @@ contract AttacksTest is AttackBase {
         _warpPast(_job(jobId).deadline);
         market.timeout(jobId, t);
         _warpPast(_job(jobId).deadline);
-        market.finalize(jobId, t);
+        _eqBytes(
+            "a CID that is not the result is not published",
+            _tryAs(client, abi.encodeCall(IChainScheduler.publish, (jobId, t, WRONG))),
+            abi.encodeWithSelector(IChainSchedulerTypes.ChainSchedulerResultMismatch.selector, jobId)
+        );
+        _eqBytes(
+            "anyone holding the CID publishes it, which settles the job",
+            _tryAs(keeper, abi.encodeCall(IChainScheduler.publish, (jobId, t, HONEST))),
+            ""
+        );
         _eq("finalized", uint8(_job(jobId).status), uint8(IChainSchedulerTypes.JobStatus.Finalized));
 
         _eq("the copycat lost its collateral", _stake(copycat), 9 ether);
         _eq("and earned nothing", market.creditOf(copycat), 0);
         _true("an honest verifier is paid", market.creditOf(_holder(jobId, 3)) > 0);
         _eq("the main provider keeps its stake", _stake(main), 10 ether);
+        _true("and is paid", market.creditOf(main) > 0);
+    }
+
+    /// @notice A garbage envelope. The main provider of a k=1 job with verifiers reveals sealed
+    /// with an envelope its client cannot open (the contract cannot tell), and never publishes.
+    /// It used to be paid at finalize, while the client learned the CID only by challenging, and
+    /// lost its bond to that provider when the result was right. A sealed result now settles
+    /// only by its publication: `finalize` waits a reveal window for it, then fails the job,
+    /// slashes the sealed slot and refunds the client.
+    function test_garbageEnvelopeEarnsNothing() public {
+        address main = _account("main");
+        _register(main, WASM, 10 ether);
+        address client = _account("client");
+        IChainSchedulerTypes.JobTerms memory t = _terms(client, 1, 1, 3, 0, 1 ether);
+        t.challengeWindow = 1 hours;
+        uint256 jobId = _post(t);
+        _bid(jobId, t, main);
+        _commit(jobId, t, 0, HONEST);
+        _reveal(jobId, t, 0, HONEST);
+        uint40 deadline = _job(jobId).deadline;
+        _warpPast(deadline);
         _eqBytes(
-            "a CID that is not the result is not published",
-            _tryAs(client, abi.encodeCall(IChainScheduler.publish, (jobId, t, WRONG))),
-            abi.encodeWithSelector(IChainSchedulerTypes.ChainSchedulerResultMismatch.selector, jobId)
+            "finalize waits a reveal window for the publication",
+            _tryAs(keeper, abi.encodeCall(IChainScheduler.finalize, (jobId, t))),
+            abi.encodeWithSelector(
+                IChainSchedulerTypes.ChainSchedulerDeadlineNotReached.selector,
+                jobId,
+                deadline + t.revealWindow,
+                deadline
+            )
         );
-        _eqBytes("anyone publishes the result", _tryAs(keeper, abi.encodeCall(IChainScheduler.publish, (jobId, t, HONEST))), "");
+        _warpPast(deadline + t.revealWindow);
+        market.finalize(jobId, t);
+        _eq("failed", uint8(_job(jobId).status), uint8(IChainSchedulerTypes.JobStatus.Failed));
+        _eq("the provider lost its collateral", _stake(main), 9 ether);
+        _eq("and earned nothing", market.creditOf(main), 0);
+        _eq("the client gets its escrow back, and the collateral", market.creditOf(client), market.escrowFor(t) + t.collateral);
     }
 
     function _hex(bytes32 value) internal pure returns (string memory out) {

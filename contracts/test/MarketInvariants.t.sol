@@ -82,7 +82,8 @@ contract MarketHandler {
         Unstake,
         Draw,
         DrawRearmed,
-        SetCapabilities
+        SetCapabilities,
+        Publish
     }
 
     uint256 public constant CLIENTS = 3;
@@ -136,6 +137,8 @@ contract MarketHandler {
     uint256 public slashedSlots;
     uint256 public auditDecisions;
     uint256 public seatsDrawn;
+    /// @dev Sealed results nobody published, failed by finalize a reveal window later.
+    uint256 public unpublishedFailures;
     uint256 public lotteriesDrawn;
     /// @dev Drawn (audit or verifier) seats slashed for a missed commit and reopened for a redraw.
     uint256 public drawnSeatsReopened;
@@ -629,8 +632,22 @@ contract MarketHandler {
 
     function _finalize(uint256 jobId, IChainSchedulerTypes.JobTerms memory t, uint40 deadline) internal {
         if (_time() < deadline) VM.warp(deadline);
+        IChainSchedulerTypes.Job memory job = market.getJob(jobId);
+        if (job.status == IChainSchedulerTypes.JobStatus.Succeeded && t.verifiers != 0 && job.winner <= t.k) {
+            // A sealed result settles by its publication. In one job of four nobody publishes,
+            // and finalize fails the job once a reveal window has passed.
+            if (uint256(keccak256(abi.encode(jobId, "unpublished"))) % 4 != 0) {
+                try market.publish(jobId, t, _resultCid(_openings[jobId][job.winner].result)) {
+                    done[Action.Publish] += 1;
+                    return;
+                } catch {}
+            }
+            uint40 publishBy = deadline + t.revealWindow;
+            if (_time() < publishBy && publishBy - _time() <= MAX_WAIT) VM.warp(publishBy);
+        }
         try market.finalize(jobId, t) {
             done[Action.Finalize] += 1;
+            if (market.getJob(jobId).status == IChainSchedulerTypes.JobStatus.Failed) unpublishedFailures += 1;
         } catch {}
     }
 
@@ -908,6 +925,8 @@ contract MarketInvariantsTest {
         _reached("timeouts", handler.done(MarketHandler.Action.Timeout));
         _reached("challenges", handler.done(MarketHandler.Action.Challenge));
         _reached("finalizes", handler.done(MarketHandler.Action.Finalize));
+        _reached("sealed results published (settling their jobs)", handler.done(MarketHandler.Action.Publish));
+        _reached("sealed results unpublished, failed by finalize", handler.unpublishedFailures());
         _reached("withdrawals", handler.done(MarketHandler.Action.Withdraw));
         _reached("unstakes", handler.done(MarketHandler.Action.Unstake));
         _reached("draws", handler.done(MarketHandler.Action.Draw));

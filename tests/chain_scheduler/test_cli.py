@@ -265,21 +265,23 @@ def test_job_publish_puts_the_sealed_result_the_client_opened_on_chain(
     provider.reveal(job_id, 0, cid, 5, salt, terms, envelope=envelope)
     store = tmp_path / "store"
 
-    # When: it is published before it is final, Then: refused, and nothing is on chain
+    # When: it is published during its challenge window (a drawn verifier could copy it),
+    # Then: refused, and nothing is on chain
     early = job_cli(node, market, store, "publish", str(job_id))
     assert early.exit_code == ExitCode.REVERTED, early.output
-    assert "WrongStatus" in early.stderr and "Succeeded" in early.stderr
+    assert "DeadlineNotReached" in early.stderr
     # And another account has no key to the envelope
     stranger = job_cli(node, market, store, "publish", str(job_id), "--account", "5")
     assert stranger.exit_code == ExitCode.FAILURE, stranger.output
     assert "no envelope opens with this client's delivery key" in stranger.stderr
 
-    # When: the job is final, Then: the client publishes the CID it opened, and child jobs can read it
+    # When: the window is over, Then: nobody is paid before the CID is on chain; the client
+    # publishes the CID it opened, which settles the job, and child jobs can read it
     advance_time(node.web3(), 31)
-    market.finalize(job_id, terms)
-    with pytest.raises(errors.ResultUnpublished):
-        resolve_parent_result(market, job_id)
+    with pytest.raises(errors.DeadlineNotReached):
+        market.finalize(job_id, terms)
     published = job_cli(node, market, store, "publish", str(job_id), "--json")
     assert published.exit_code == 0, published.output
     assert json.loads(published.stdout) == {"job_id": job_id, "result_cid": cid}
+    assert market.job(job_id).status == JobStatus.FINALIZED
     assert resolve_parent_result(market, job_id) == cid

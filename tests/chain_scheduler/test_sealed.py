@@ -1,7 +1,8 @@
 """Sealed results: main results of a job with verifiers reach the chain as a hash only.
 
 The envelope that carries the CID to the client, the sealed reveal's event, and the
-``publish`` that puts a final result's CID on chain for child jobs. The copycat
+``publish`` that puts the CID on chain once the challenge window is over and settles the
+job (unpublished, the job fails and its sealed providers are slashed). The copycat
 verifier that finds nothing to copy is in ``contracts/test/Attacks.t.sol``
 (``test_copycatVerifierHasNothingToCopy``) and, with daemons, in
 ``tests/compute_node/test_node_rounds.py``.
@@ -14,6 +15,7 @@ from chain_harness import BAD, GOOD, Harness, events, names, reverts
 from eth_account import Account
 
 from chain_scheduler import (
+    FailReason,
     JobStatus,
     delivery_key,
     errors,
@@ -72,17 +74,41 @@ def test_a_job_without_verifiers_reveals_in_the_open(h: Harness) -> None:
     assert events(tx, "ResultRevealed")[0]["resultCid"] == GOOD
 
 
-def test_a_final_sealed_result_is_published_by_anyone_who_holds_its_cid(h: Harness) -> None:
+def test_a_sealed_result_settles_by_its_publication_after_the_challenge_window(h: Harness) -> None:
     run = h.drive("succeeded", k=1, m=1, verifiers=2, challenge_window=500)
     outsider = h.outsiders[0]
-    with reverts(errors.WrongStatus, jobId=run.job_id, expected=JobStatus.FINALIZED, actual=JobStatus.SUCCEEDED):
+    deadline = run.job.deadline
+    # During the window a drawn verifier could copy it.
+    with reverts(errors.DeadlineNotReached, jobId=run.job_id, deadline=deadline, now_=lambda t: t < deadline):
         h.as_(outsider).publish(run.job_id, GOOD, run.terms)
-    run.finalize()
-    # Final, but the CID is nowhere on chain yet: a child job's provider must wait.
-    with pytest.raises(errors.ResultUnpublished, match="chainsched job publish"):
-        resolve_parent_result(h.market, run.job_id)
+    h.travel_to(deadline)
+    # The window is over, but the CID is nowhere on chain: nobody is paid for it yet.
+    publish_by = deadline + run.terms.reveal_window
+    with reverts(errors.DeadlineNotReached, jobId=run.job_id, deadline=publish_by, now_=lambda t: t < publish_by):
+        run.finalize(wait=False)
     with reverts(errors.ResultMismatch, jobId=run.job_id):
         h.as_(outsider).publish(run.job_id, BAD, run.terms)
     tx = h.as_(outsider).publish(run.job_id, GOOD, run.terms)
+    assert names(tx) == ["ResultPublished", "ProviderPaid", "JobFinalized"]
     assert events(tx, "ResultPublished") == [{"jobId": run.job_id, "resultCid": GOOD}]
+    assert run.status == JobStatus.FINALIZED
     assert resolve_parent_result(h.market, run.job_id) == GOOD
+    # Its publication is in a block before the ones read: said so, not guessed.
+    with pytest.raises(errors.ResultUnpublished, match="chainsched job publish"):
+        resolve_parent_result(h.market, run.job_id, from_block=tx.block_number + 1)
+
+
+def test_a_sealed_result_nobody_publishes_fails_its_job_and_slashes_its_provider(h: Harness) -> None:
+    # A provider whose envelope the client cannot open gains nothing by never publishing.
+    run = h.drive("succeeded", k=1, m=1, verifiers=2, challenge_window=500)
+    provider = run.holders[0]
+    stake = h.provider(provider).free + h.provider(provider).locked
+    h.travel_to(run.job.deadline + run.terms.reveal_window)
+    tx = run.finalize(wait=False)
+    refund = h.market.escrow_for(run.terms) + run.terms.collateral
+    assert events(tx, "JobFailed") == [{"jobId": run.job_id, "reason": FailReason.UNPUBLISHED, "refund": refund}]
+    assert [e["slot"] for e in events(tx, "SlotSlashed")] == [0]
+    assert h.provider(provider).free + h.provider(provider).locked == stake - run.terms.collateral
+    assert h.market.credit_of(provider) == 0
+    with pytest.raises(errors.ParentNotReady):
+        resolve_parent_result(h.market, run.job_id)

@@ -132,6 +132,7 @@ def test_a_stage_may_ask_for_a_lottery_of_independent_replicas(files: Path) -> N
     assert (options.lottery, options.bid_window) == (True, 30)
     assert options.submit_kwargs()["lottery"] is True
 
+
 def test_required_terms_come_from_defaults_or_the_stage(files: Path) -> None:
     path = _yaml(files, "stages:\n  - {name: a, module: prog.wasm, max_price: 5, max_units: 10}\n")
     with pytest.raises(errors.SpecError, match=r"stage 'a': collateral: is required: set it in the stage or in"):

@@ -361,9 +361,11 @@ def test_a_copycat_verifier_has_nothing_to_copy_and_loses_its_collateral(
     assert resolve_parent_result(chain.market, job_id) == cid
     assert events(chain, job_id, "ResultPublished") == []
 
-    # And the unchallenged twin job's sealed result is published by its winner once final
+    # And the unchallenged twin job's sealed result is published by its winner once its
+    # challenge window is over, which settles it
     wait_for("the twin to be published", lambda: bool(events(chain, quiet_id, "ResultPublished")),
              timeout=60, daemons=daemons)  # fmt: skip
+    assert chain.market.job(quiet_id).status == JobStatus.FINALIZED
     [twin] = events(chain, quiet_id, "ResultSealed")
     twin_cid = open_envelope(bytes(twin["envelope"]), delivery_key(client_key.key), job_id=quiet_id)
     assert [str(args["resultCid"]) for args in events(chain, quiet_id, "ResultPublished")] == [twin_cid]
