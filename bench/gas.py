@@ -174,7 +174,7 @@ def audited(chain: Chain) -> Ledger:
     led.add("reveal", p.reveal(job, 0, GOOD, 40_000, salt).gas_used)
     led.add("reveal (auditor)", auditor.reveal(job, slot, GOOD, 40_000, salt_a).gas_used)
     chain.advance(31)
-    led.add("finalize", chain.market.finalize(job).gas_used)
+    led.add("publish (settles)", p.publish(job, GOOD).gas_used)
     for q in (p, auditor):
         led.add("withdraw (provider)", q.withdraw().gas_used)
     return led
@@ -226,7 +226,7 @@ def reassigned(chain: Chain) -> Ledger:
 
 def sealed(chain: Chain) -> Ledger:
     """k=1 with verifiers, unchallenged: the result is revealed sealed (hash and envelope), then
-    published once final so child jobs can read it."""
+    published after the challenge window, which settles the job."""
     led = Ledger()
     c, p = chain.client, chain.providers[0]
     terms = chain.terms(verifiers=3)
@@ -238,8 +238,7 @@ def sealed(chain: Chain) -> Ledger:
     envelope = seal(GOOD, public_key_hex(delivery_key(b"\x01" * 32)), job_id=job)
     led.add("revealSealed", p.reveal(job, 0, GOOD, 40_000, salt, envelope=envelope).gas_used)
     chain.advance(31)
-    led.add("finalize", chain.market.finalize(job).gas_used)
-    led.add("publish", p.publish(job, GOOD).gas_used)
+    led.add("publish (settles)", p.publish(job, GOOD).gas_used)
     led.add("withdraw (provider)", p.withdraw().gas_used)
     return led
 

@@ -212,20 +212,6 @@ contract ChainScheduler is ChainSchedulerBase {
     }
 
     /// @notice See `IChainScheduler`.
-    function publish(uint256 jobId, JobTerms calldata terms, string calldata resultCid) external {
-        Job memory job = _load(jobId, terms);
-        _requireStatus(jobId, job, JobStatus.Succeeded);
-        // Not before the challenge window is over: a drawn verifier could copy it.
-        _requireAfter(jobId, job.deadline);
-        if (bytes24(keccak256(bytes(resultCid))) != bytes24(_sealed[jobId][job.winner])) {
-            revert ChainSchedulerResultMismatch(jobId);
-        }
-        emit ResultPublished(jobId, resultCid);
-        _settle(jobId, job, terms);
-        _jobs[jobId] = job;
-    }
-
-    /// @notice See `IChainScheduler`.
     function withdraw() external nonReentrant {
         uint256 stored = _credits[msg.sender];
         if (stored <= 1) revert ChainSchedulerNothingToWithdraw(msg.sender);

@@ -194,6 +194,21 @@ contract ChainSchedulerExtension is ChainSchedulerBase {
         _jobs[jobId] = job;
     }
 
+    /// @dev `IChainScheduler`'s function, delegated by the market: settles the job as the
+    /// market's `finalize` does.
+    function publish(uint256 jobId, JobTerms calldata terms, string calldata resultCid) external onlyDelegated {
+        Job memory job = _load(jobId, terms);
+        _requireStatus(jobId, job, JobStatus.Succeeded);
+        // Not before the challenge window is over: a drawn verifier could copy it.
+        _requireAfter(jobId, job.deadline);
+        if (bytes24(keccak256(bytes(resultCid))) != bytes24(_sealed[jobId][job.winner])) {
+            revert ChainSchedulerResultMismatch(jobId);
+        }
+        emit ResultPublished(jobId, resultCid);
+        _settle(jobId, job, terms);
+        _jobs[jobId] = job;
+    }
+
     // =================================================================== views
 
     /// @dev `IChainScheduler`'s view, delegated by the market.
