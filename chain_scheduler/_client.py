@@ -946,19 +946,35 @@ class JobHandle:
         tx = self.client.market.cancel(self.job_id)
         return int(tx.event("JobCancelled").args["refund"])
 
-    def challenge(self) -> int:
+    def challenge(self, *, unread: bool | None = None) -> int:
         """Dispute a Succeeded job's result in its challenge window, paying the job's collateral as bond.
 
         Verifier providers re-run the job; the bond comes back with a share of the
         slashed collateral if the result was wrong, and goes to the accused otherwise.
-        Returns the bond paid.
+        A challenge ``unread`` (the sealed result's envelope did not open for this client;
+        by default: whether :meth:`result_cid` fails to open it) gets its bond back even
+        when the result stands. Returns the bond paid.
 
         Raises:
             NotChallengeable: the job is not Succeeded, or its window closed.
         """
+        if unread is None:
+            unread = self.envelope_unreadable()
         bond = self.terms().collateral
-        self.client.market.challenge(self.job_id, bond=bond)
+        self.client.market.challenge(self.job_id, bond=bond, unread=unread)
         return bond
+
+    def envelope_unreadable(self) -> bool:
+        """Whether this Succeeded job's accepted result is sealed and no envelope of it opens
+        for this client (then a challenge is "unread": see :meth:`challenge`)."""
+        job = self.status()
+        if job.status != JobStatus.SUCCEEDED or not self.terms().reveals_sealed(job.winner):
+            return False
+        try:
+            self.result_cid()
+        except errors.SealError:
+            return True
+        return False
 
     def publish(self) -> str:
         """Put this Succeeded job's sealed result CID on chain once its challenge window is

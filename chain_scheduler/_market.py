@@ -441,10 +441,18 @@ class Market:
         terms = terms or self.terms_of(job_id)
         return self._transact(self.contract.functions.cancelOrphan(job_id, terms.as_abi(), parent_index))
 
-    def challenge(self, job_id: int, terms: JobTerms | None = None, *, bond: int | None = None) -> TxResult:
+    def challenge(
+        self, job_id: int, terms: JobTerms | None = None, *, bond: int | None = None, unread: bool = False
+    ) -> TxResult:
+        """Challenge a succeeded job's result (the client only), paying ``bond`` (the collateral).
+
+        ``unread``: the client could not open the sealed result's envelope
+        (``challengeUnread``): if the result stands, the bond comes back instead of going
+        to the accused."""
         terms = terms or self.terms_of(job_id)
         value = terms.collateral if bond is None else bond
-        return self._transact(self.contract.functions.challenge(job_id, terms.as_abi()), value=value)
+        fn = self.contract.functions.challengeUnread if unread else self.contract.functions.challenge
+        return self._transact(fn(job_id, terms.as_abi()), value=value)
 
     def withdraw(self) -> TxResult:
         return self._transact(self.contract.functions.withdraw())

@@ -71,6 +71,7 @@ abstract contract ChainSchedulerBase is IChainSchedulerTypes {
     struct Challenge {
         uint96 bond;
         uint8 originalWinner;
+        bool unread; // `challengeUnread`: the bond comes back even if the result stands
     }
 
     /// @notice Seconds between `beginUnbonding` and the first allowed `unstake`.
@@ -594,9 +595,11 @@ abstract contract ChainSchedulerBase is IChainSchedulerTypes {
         Challenge memory c = _challenges[jobId];
         delete _challenges[jobId];
         upheld = !_matches(_sealed[jobId][c.originalWinner], accepted, terms.safety == SafetyClass.Deterministic);
-        if (upheld) {
+        // An unread challenge's bond comes back even when the result stands: whether the
+        // envelope opened cannot be shown on chain.
+        if (upheld || c.unread) {
             _credit(terms.client, c.bond);
-            return (0, true);
+            return (0, upheld);
         }
         uint256 accused = 0;
         for (uint256 w = 0; w < n; ++w) {

@@ -181,15 +181,25 @@ contract ChainSchedulerExtension is ChainSchedulerBase {
 
     /// @dev `IChainScheduler.challenge`, delegated by the market.
     function challenge(uint256 jobId, JobTerms calldata terms) external payable onlyDelegated {
+        _challenge(jobId, terms, false);
+    }
+
+    /// @dev `IChainScheduler.challengeUnread`, delegated by the market.
+    function challengeUnread(uint256 jobId, JobTerms calldata terms) external payable onlyDelegated {
+        _challenge(jobId, terms, true);
+    }
+
+    function _challenge(uint256 jobId, JobTerms calldata terms, bool unread) private {
         Job memory job = _load(jobId, terms);
         if (msg.sender != terms.client) revert ChainSchedulerNotClient(jobId, msg.sender);
         _requireStatus(jobId, job, JobStatus.Succeeded);
         _requireBefore(jobId, job.deadline);
         if (terms.verifiers == 0 || job.flags & FLAG_VERIFY_OPENED != 0) revert ChainSchedulerNotChallengeable(jobId);
+        // (A challengeable result is always sealed: one that is not came from a verify round.)
         if (msg.value != terms.collateral) revert ChainSchedulerWrongBond(terms.collateral, msg.value);
-        _challenges[jobId] = Challenge({bond: terms.collateral, originalWinner: job.winner});
+        _challenges[jobId] = Challenge({bond: terms.collateral, originalWinner: job.winner, unread: unread});
         job.flags |= FLAG_CHALLENGED;
-        emit JobChallenged(jobId, msg.value);
+        emit JobChallenged(jobId, msg.value, unread);
         _openRound(jobId, job, terms, Round.Verify);
         _jobs[jobId] = job;
     }

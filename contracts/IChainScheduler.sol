@@ -460,7 +460,7 @@ interface IChainSchedulerTypes {
     /// @notice The client challenged the accepted result.
     /// @param jobId The job.
     /// @param bond The bond posted.
-    event JobChallenged(uint256 indexed jobId, uint256 bond);
+    event JobChallenged(uint256 indexed jobId, uint256 bond, bool unread);
     /// @notice A winning provider was paid.
     /// @param jobId The job.
     /// @param slot The slot index.
@@ -654,6 +654,15 @@ interface IChainScheduler is IChainSchedulerTypes {
     /// @param jobId The job.
     /// @param terms The job's terms.
     function challenge(uint256 jobId, JobTerms calldata terms) external payable;
+
+    /// @notice Client: challenge a succeeded job whose accepted result was revealed sealed and
+    /// whose envelope the client could not open. As `challenge`, except that if the result
+    /// stands the bond comes back to the client instead of going to the accused: nobody can
+    /// show on chain whether an envelope opens, and a provider must not earn bonds by sending
+    /// envelopes that do not. The client still pays the verifiers from its escrow.
+    /// @param jobId The job.
+    /// @param terms The job's terms.
+    function challengeUnread(uint256 jobId, JobTerms calldata terms) external payable;
 
     /// @notice Pay out the caller's credit.
     function withdraw() external;

@@ -196,6 +196,12 @@ MUTANTS: Final[Sequence[Mutant]] = (
         mutated="        if (bytes24(keccak256(bytes(resultCid)))",
     ),
     Mutant(
+        name="unread-bond-to-accused",
+        bug="an unread challenge's bond goes to the accused when the result stands: garbage envelopes farm bonds",
+        original="        if (upheld || c.unread) {\n",
+        mutated="        if (upheld) {\n",
+    ),
+    Mutant(
         name="draw-in-arming-block",
         bug="a draw may run in the block that armed it (its hash does not exist yet: the draw is re-armed, no revert)",
         original="if (block.number <= base) revert ChainSchedulerDrawTooEarly(jobId, base);",

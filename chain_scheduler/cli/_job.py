@@ -475,11 +475,17 @@ def challenge(
     key_env: KeyEnvOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Dispute a result in its challenge window: verifiers re-run the job; pays the job's collateral as bond."""
+    """Dispute a result in its challenge window: verifiers re-run the job; pays the job's collateral as bond.
+
+    If the sealed result's envelope does not open with your key, the challenge is "unread":
+    its bond comes back even if the result stands.
+    """
     with client(endpoints(rpc, contract, None, devnet), KeyChoice(account, key_file, key_env), need_store=False) as sdk:
         handle = sdk.job(job_id)
-        bond = handle.challenge()
-        emit({"job_id": job_id, "bond": bond, "status": handle.status().status.name.lower()}, as_json)
+        unread = handle.envelope_unreadable()
+        bond = handle.challenge(unread=unread)
+        emit({"job_id": job_id, "bond": bond, "unread": unread, "status": handle.status().status.name.lower()},
+             as_json)  # fmt: skip
 
 
 @app.command("publish")

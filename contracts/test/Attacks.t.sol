@@ -1296,6 +1296,50 @@ contract AttacksTest is AttackBase {
         _eq("the client gets its escrow back, and the collateral", market.creditOf(client), market.escrowFor(t) + t.collateral);
     }
 
+    /// @notice Farming bonds with garbage envelopes. A provider whose envelope does not open
+    /// leaves its client one way to check the result in time: a challenge. When the result is
+    /// right, a challenge's bond goes to the accused, so such a provider earned the bond of
+    /// every client that checked. `challengeUnread` (the client could not open the envelope)
+    /// opens the same verification, but its bond comes back when the result stands.
+    function test_garbageEnvelopeCannotFarmChallengeBonds() public {
+        address[] memory pool = _accounts("verifier", 3);
+        _registerAll(pool, WASM | verifier, 10 ether);
+        (uint256 mainRead, uint256 clientRead, uint96 bond) = _challengedSealedJob("read", false);
+        (uint256 mainUnread, uint256 clientUnread,) = _challengedSealedJob("unread", true);
+        _true("a plain challenge's bond goes to the accused when its result stands", mainRead > bond);
+        _eq("an unread one's does not: the provider is paid for its work only", mainUnread, mainRead - bond);
+        _eq("and the client gets its bond back", clientUnread, clientRead + bond);
+    }
+
+    /// @dev A k=1 job with 3 verifiers whose main provider revealed the right result sealed
+    /// (with no envelope), challenged (`unread` or not), confirmed by the drawn verifiers and
+    /// finalized. Returns the main provider's and the client's credit, and the bond.
+    function _challengedSealedJob(string memory name, bool unread)
+        internal
+        returns (uint256 mainCredit, uint256 clientCredit, uint96 bond)
+    {
+        address main = _account(string.concat("main-", name));
+        _register(main, WASM, 10 ether);
+        address client = _account(string.concat("client-", name));
+        IChainSchedulerTypes.JobTerms memory t = _terms(client, 1, 1, 3, 0, 1 ether);
+        t.challengeWindow = 1 hours;
+        uint256 jobId = _post(t);
+        _bid(jobId, t, main);
+        _commit(jobId, t, 0, HONEST);
+        _reveal(jobId, t, 0, HONEST);
+        bytes memory call = unread
+            ? abi.encodeCall(IChainScheduler.challengeUnread, (jobId, t))
+            : abi.encodeCall(IChainScheduler.challenge, (jobId, t));
+        _as(client, t.collateral, call);
+        _drawNextBlock(jobId, t, 0);
+        for (uint256 slot = 2; slot < 5; ++slot) _commit(jobId, t, slot, HONEST);
+        for (uint256 slot = 2; slot < 5; ++slot) _reveal(jobId, t, slot, HONEST);
+        _warpPast(_job(jobId).deadline);
+        market.finalize(jobId, t);
+        _eq("finalized", uint8(_job(jobId).status), uint8(IChainSchedulerTypes.JobStatus.Finalized));
+        return (market.creditOf(main), market.creditOf(client), t.collateral);
+    }
+
     function _hex(bytes32 value) internal pure returns (string memory out) {
         bytes memory digits = "0123456789abcdef";
         bytes memory b = new bytes(64);

@@ -497,16 +497,21 @@ class Run:
         self.past_deadline()
         return self.timeout()
 
-    def finalize(self, *, wait: bool = True) -> TxResult:
+    def finalize(self, *, wait: bool = True, publish: bool = True) -> TxResult:
+        """Settle the job past its challenge window, as its daemons would: a sealed accepted
+        result is published by its winner (which settles it); else a keeper finalizes."""
         if wait:
             self.past_deadline()
+        job = self.job
+        if publish and job.status == JobStatus.SUCCEEDED and self.terms.reveals_sealed(job.winner):
+            return self.h.as_(self.holders[job.winner]).publish(self.job_id, self.answers[job.winner].cid, self.terms)
         return self.h.as_(self.h.deployer).finalize(self.job_id, self.terms)
 
     def cancel(self, sender: str | None = None) -> TxResult:
         return self.h.as_(sender or self.client).cancel(self.job_id, self.terms)
 
-    def challenge(self, sender: str | None = None, bond: int | None = None) -> TxResult:
-        return self.h.as_(sender or self.client).challenge(self.job_id, self.terms, bond=bond)
+    def challenge(self, sender: str | None = None, bond: int | None = None, *, unread: bool = False) -> TxResult:
+        return self.h.as_(sender or self.client).challenge(self.job_id, self.terms, bond=bond, unread=unread)
 
 
 def docker_terms() -> dict[str, Any]:

@@ -247,6 +247,36 @@ def test_job_timeout_moves_an_expired_open_job_and_says_when_nothing_expired(
     assert again.exit_code == ExitCode.REVERTED and "is Failed: it has no phase left to move" in again.stderr
 
 
+@pytest.mark.parametrize("opens", [True, False])
+def test_job_challenge_is_unread_when_the_envelope_does_not_open(
+    node: Anvil, market: Market, tmp_path: Path, opens: bool
+) -> None:
+    # Given: a job with a verifier whose result was revealed sealed, with an envelope for the
+    # client or for some other key (the client cannot tell a garbage envelope from that)
+    client = market.with_account(devnet_key(1).address)
+    terms = JobTerms.create(client=client.account, spec_cid=SPEC, max_price=1, max_units=10, collateral=10**15,
+                            verifiers=1, challenge_window=300)  # fmt: skip
+    job_id = client.post_job(SPEC, terms)
+    provider = market.with_account(devnet_key(6).address)
+    if not provider.provider(provider.account).registered:
+        provider.register(Capability.WASM, 10**18)
+    provider.bid(job_id, 1, terms)
+    cid, salt = "bafkreiresultsealedforthechallenge", b"\x0a" * 32
+    provider.commit(job_id, 0, commitment(job_id, provider.account, cid, 5, salt), terms)
+    to = devnet_key(1 if opens else 5).key
+    provider.reveal(job_id, 0, cid, 5, salt, terms, envelope=seal(cid, public_key_hex(delivery_key(to)), job_id=job_id))
+
+    # When: the client challenges
+    result = job_cli(node, market, tmp_path / "store", "challenge", str(job_id), "--json")
+
+    # Then: the challenge is unread exactly when its envelope did not open (its bond comes back
+    # even if the result stands)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["unread"] is (not opens)
+    [challenged] = market.events(names=("JobChallenged",), job_id=job_id)
+    assert challenged.args["unread"] is (not opens)
+
+
 def test_job_publish_puts_the_sealed_result_the_client_opened_on_chain(
     node: Anvil, market: Market, tmp_path: Path
 ) -> None:

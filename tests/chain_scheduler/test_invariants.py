@@ -520,7 +520,17 @@ class MarketMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def finalize(self, data: st.DataObject) -> None:
         job = data.draw(st.sampled_from(self._with_status(JobStatus.SUCCEEDED)))
-        self.h.travel_to(self.view.deadline(job.job_id))
+        deadline = self.view.deadline(job.job_id)
+        self.h.travel_to(deadline)
+        winner = self.view.jobs[job.job_id][6]
+        if job.terms.reveals_sealed(winner):
+            # A sealed result settles by its publication; unpublished for a reveal window,
+            # finalize fails the job and slashes its sealed slots.
+            if data.draw(st.booleans()):
+                holder = self.view.slots[job.job_id][winner].provider
+                self._as(holder).publish(job.job_id, job.answers[winner].cid, job.terms)
+                return
+            self.h.travel_to(deadline + job.terms.reveal_window)
         self._as(self.h.deployer).finalize(job.job_id, job.terms)
 
     @precondition(lambda self: self._challengeable())

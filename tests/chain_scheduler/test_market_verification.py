@@ -431,7 +431,7 @@ def test_challenge_opens_fresh_verifiers_and_holds_the_bond(h: Harness) -> None:
     tx = run.challenge()
 
     assert names(tx) == ["JobChallenged", "RoundOpened", "DrawPending"]
-    assert events(tx, "JobChallenged") == [{"jobId": run.job_id, "bond": COLLATERAL}]
+    assert events(tx, "JobChallenged") == [{"jobId": run.job_id, "bond": COLLATERAL, "unread": False}]
     assert events(tx, "RoundOpened") == [
         {"jobId": run.job_id, "round": Round.VERIFY, "slots": 2, "fillDeadline": _at(h, tx) + run.terms.fill_timeout}
     ]
@@ -543,6 +543,22 @@ def test_challenge_rejected_the_bond_goes_to_the_accused(h: Harness) -> None:
     assert h.credit(run.holders[0]) == PAY + COLLATERAL
     assert h.credit(run.holders[2]) == PAY
     assert h.credit(run.holders[3]) == PAY
+
+
+def test_an_unread_challenge_rejected_gives_the_bond_back(h: Harness) -> None:
+    # The client could not open the result's envelope. Whether it opens cannot be shown on
+    # chain, so a provider must not earn the bond when its result stands: it comes back.
+    run = _succeeded(h)
+    tx = run.challenge(unread=True)
+    assert events(tx, "JobChallenged") == [{"jobId": run.job_id, "bond": COLLATERAL, "unread": True}]
+    run.fill()
+    run.commit(2, GOOD)
+    run.commit(3, GOOD)
+    run.reveal_all()
+    tx = run.finalize(wait=False)
+    assert events(tx, "JobFinalized")[0]["challengeUpheld"] is False
+    assert h.credit(run.holders[0]) == PAY
+    assert h.credit(run.client) == run.escrow - 3 * PAY + COLLATERAL
 
 
 def test_challenge_nobody_verifies_voids_it(h: Harness) -> None:

@@ -85,7 +85,7 @@ def test_a_sealed_result_settles_by_its_publication_after_the_challenge_window(h
     # The window is over, but the CID is nowhere on chain: nobody is paid for it yet.
     publish_by = deadline + run.terms.reveal_window
     with reverts(errors.DeadlineNotReached, jobId=run.job_id, deadline=publish_by, now_=lambda t: t < publish_by):
-        run.finalize(wait=False)
+        run.finalize(wait=False, publish=False)
     with reverts(errors.ResultMismatch, jobId=run.job_id):
         h.as_(outsider).publish(run.job_id, BAD, run.terms)
     tx = h.as_(outsider).publish(run.job_id, GOOD, run.terms)
@@ -104,7 +104,7 @@ def test_a_sealed_result_nobody_publishes_fails_its_job_and_slashes_its_provider
     provider = run.holders[0]
     stake = h.provider(provider).free + h.provider(provider).locked
     h.travel_to(run.job.deadline + run.terms.reveal_window)
-    tx = run.finalize(wait=False)
+    tx = run.finalize(wait=False, publish=False)
     refund = h.market.escrow_for(run.terms) + run.terms.collateral
     assert events(tx, "JobFailed") == [{"jobId": run.job_id, "reason": FailReason.UNPUBLISHED, "refund": refund}]
     assert [e["slot"] for e in events(tx, "SlotSlashed")] == [0]
