@@ -1192,14 +1192,8 @@ contract AttacksTest is AttackBase {
     function test_copycatVerifierHasNothingToCopy() public {
         address[] memory pool = _accounts("verifier", 3);
         _registerAll(pool, WASM | verifier, 10 ether);
-        address main = _account("main");
-        _register(main, WASM, 10 ether);
-        address client = _account("client");
-        IChainSchedulerTypes.JobTerms memory t = _terms(client, 1, 1, 3, 0, 1 ether);
-        t.challengeWindow = 1 hours;
-        uint256 jobId = _post(t);
-        _bid(jobId, t, main);
-        _commit(jobId, t, 0, HONEST);
+        (uint256 jobId, IChainSchedulerTypes.JobTerms memory t, address main, address client) =
+            _committedSealedJob("main", "client");
         _eqBytes(
             "an open reveal of a sealed slot is refused",
             _tryAs(main, abi.encodeCall(IChainScheduler.reveal, (jobId, t, 0, HONEST, USAGE, _salt(jobId, main)))),
@@ -1267,14 +1261,8 @@ contract AttacksTest is AttackBase {
     /// only by its publication: `finalize` waits a reveal window for it, then fails the job,
     /// slashes the sealed slot and refunds the client.
     function test_garbageEnvelopeEarnsNothing() public {
-        address main = _account("main");
-        _register(main, WASM, 10 ether);
-        address client = _account("client");
-        IChainSchedulerTypes.JobTerms memory t = _terms(client, 1, 1, 3, 0, 1 ether);
-        t.challengeWindow = 1 hours;
-        uint256 jobId = _post(t);
-        _bid(jobId, t, main);
-        _commit(jobId, t, 0, HONEST);
+        (uint256 jobId, IChainSchedulerTypes.JobTerms memory t, address main, address client) =
+            _committedSealedJob("main", "client");
         _reveal(jobId, t, 0, HONEST);
         uint40 deadline = _job(jobId).deadline;
         _warpPast(deadline);
@@ -1318,14 +1306,8 @@ contract AttacksTest is AttackBase {
         internal
         returns (uint256 mainCredit, uint256 clientCredit, uint96 bond)
     {
-        address main = _account(string.concat("main-", name));
-        _register(main, WASM, 10 ether);
-        address client = _account(string.concat("client-", name));
-        IChainSchedulerTypes.JobTerms memory t = _terms(client, 1, 1, 3, 0, 1 ether);
-        t.challengeWindow = 1 hours;
-        uint256 jobId = _post(t);
-        _bid(jobId, t, main);
-        _commit(jobId, t, 0, HONEST);
+        (uint256 jobId, IChainSchedulerTypes.JobTerms memory t, address main, address client) =
+            _committedSealedJob(string.concat("main-", name), string.concat("client-", name));
         _reveal(jobId, t, 0, HONEST);
         bytes memory call = unread
             ? abi.encodeCall(IChainScheduler.challengeUnread, (jobId, t))
@@ -1338,6 +1320,22 @@ contract AttacksTest is AttackBase {
         market.finalize(jobId, t);
         _eq("finalized", uint8(_job(jobId).status), uint8(IChainSchedulerTypes.JobStatus.Finalized));
         return (market.creditOf(main), market.creditOf(client), t.collateral);
+    }
+
+    /// @dev A k=1 job with 3 verifiers and a challenge window of an hour, whose main provider
+    /// (a new account `mainName`, in no pool) has committed the right result; it reveals sealed.
+    function _committedSealedJob(string memory mainName, string memory clientName)
+        internal
+        returns (uint256 jobId, IChainSchedulerTypes.JobTerms memory t, address main, address client)
+    {
+        main = _account(mainName);
+        _register(main, WASM, 10 ether);
+        client = _account(clientName);
+        t = _terms(client, 1, 1, 3, 0, 1 ether);
+        t.challengeWindow = 1 hours;
+        jobId = _post(t);
+        _bid(jobId, t, main);
+        _commit(jobId, t, 0, HONEST);
     }
 
     function _hex(bytes32 value) internal pure returns (string memory out) {

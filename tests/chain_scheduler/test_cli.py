@@ -247,24 +247,31 @@ def test_job_timeout_moves_an_expired_open_job_and_says_when_nothing_expired(
     assert again.exit_code == ExitCode.REVERTED and "is Failed: it has no phase left to move" in again.stderr
 
 
+def sealed_job(market: Market, *, challenge_window: int, envelope_to: int) -> tuple[int, JobTerms, str]:
+    """A job of devnet account 1 with a verifier, whose only result devnet account 6 revealed
+    sealed with an envelope for devnet account ``envelope_to``: (job id, terms, result CID)."""
+    client = market.with_account(devnet_key(1).address)
+    terms = JobTerms.create(client=client.account, spec_cid=SPEC, max_price=1, max_units=10, collateral=10**15,
+                            verifiers=1, challenge_window=challenge_window)  # fmt: skip
+    job_id = client.post_job(SPEC, terms)
+    provider = market.with_account(devnet_key(6).address)
+    if not provider.provider(provider.account).registered:
+        provider.register(Capability.WASM, 10**18)
+    provider.bid(job_id, 1, terms)
+    cid, salt = f"bafkreiresultsealedforjob{job_id}", b"\x09" * 32
+    provider.commit(job_id, 0, commitment(job_id, provider.account, cid, 5, salt), terms)
+    envelope = seal(cid, public_key_hex(delivery_key(devnet_key(envelope_to).key)), job_id=job_id)
+    provider.reveal(job_id, 0, cid, 5, salt, terms, envelope=envelope)
+    return job_id, terms, cid
+
+
 @pytest.mark.parametrize("opens", [True, False])
 def test_job_challenge_is_unread_when_the_envelope_does_not_open(
     node: Anvil, market: Market, tmp_path: Path, opens: bool
 ) -> None:
     # Given: a job with a verifier whose result was revealed sealed, with an envelope for the
     # client or for some other key (the client cannot tell a garbage envelope from that)
-    client = market.with_account(devnet_key(1).address)
-    terms = JobTerms.create(client=client.account, spec_cid=SPEC, max_price=1, max_units=10, collateral=10**15,
-                            verifiers=1, challenge_window=300)  # fmt: skip
-    job_id = client.post_job(SPEC, terms)
-    provider = market.with_account(devnet_key(6).address)
-    if not provider.provider(provider.account).registered:
-        provider.register(Capability.WASM, 10**18)
-    provider.bid(job_id, 1, terms)
-    cid, salt = "bafkreiresultsealedforthechallenge", b"\x0a" * 32
-    provider.commit(job_id, 0, commitment(job_id, provider.account, cid, 5, salt), terms)
-    to = devnet_key(1 if opens else 5).key
-    provider.reveal(job_id, 0, cid, 5, salt, terms, envelope=seal(cid, public_key_hex(delivery_key(to)), job_id=job_id))
+    job_id, _terms, _cid = sealed_job(market, challenge_window=300, envelope_to=1 if opens else 5)
 
     # When: the client challenges
     result = job_cli(node, market, tmp_path / "store", "challenge", str(job_id), "--json")
@@ -281,18 +288,7 @@ def test_job_publish_puts_the_sealed_result_the_client_opened_on_chain(
     node: Anvil, market: Market, tmp_path: Path
 ) -> None:
     # Given: a job with a verifier, whose only result was revealed sealed with an envelope for the client
-    client = market.with_account(devnet_key(1).address)
-    terms = JobTerms.create(client=client.account, spec_cid=SPEC, max_price=1, max_units=10, collateral=10**15,
-                            verifiers=1, challenge_window=30)  # fmt: skip
-    job_id = client.post_job(SPEC, terms)
-    provider = market.with_account(devnet_key(6).address)
-    if not provider.provider(provider.account).registered:
-        provider.register(Capability.WASM, 10**18)
-    provider.bid(job_id, 1, terms)
-    cid, salt = "bafkreiresultsealedforthecliententest", b"\x09" * 32
-    provider.commit(job_id, 0, commitment(job_id, provider.account, cid, 5, salt), terms)
-    envelope = seal(cid, public_key_hex(delivery_key(devnet_key(1).key)), job_id=job_id)
-    provider.reveal(job_id, 0, cid, 5, salt, terms, envelope=envelope)
+    job_id, terms, cid = sealed_job(market, challenge_window=30, envelope_to=1)
     store = tmp_path / "store"
 
     # When: it is published during its challenge window (a drawn verifier could copy it),
