@@ -54,11 +54,10 @@ abstract contract ChainSchedulerBase is IChainSchedulerTypes {
     /// @notice Blocks per pool epoch. Seat draws read the pool as it was at the start of the
     /// current epoch, so stake moved once a draw's hash is known never changes that draw,
     /// and a draw armed in an earlier epoch re-arms.
-    uint256 public constant POOL_EPOCH = 4; // < 256: an expired hash is always an epoch old
+    /// (Internal, read through the extension's `POOL_EPOCH()`: a public constant would add a
+    /// selector to the market's dispatcher, which every lifecycle call pays for.)
+    uint256 internal constant EPOCH_BLOCKS = 4; // < 256: an expired hash is always an epoch old
     uint256 internal constant WEIGHT_MASK = (uint256(1) << 112) - 1;
-    /// @notice Most entrants a lottery job keeps (a heavier entrant displaces the lightest):
-    /// the draw reads them all.
-    uint256 public constant MAX_ENTRANTS = 32;
 
     /// @dev What a winner gets besides its pay, at settlement (memory only).
     struct Bonus {
@@ -306,7 +305,7 @@ abstract contract ChainSchedulerBase is IChainSchedulerTypes {
         // existed: whoever knows the hash could otherwise move stake until the draw suits it.
         // A draw armed in an earlier epoch re-arms, and so does every draw whose hash has
         // expired (256 blocks are many epochs): its hash would read 0, a value anyone knows.
-        if (base / POOL_EPOCH != _epoch()) _armDraw(jobId, job.round);
+        if (base / EPOCH_BLOCKS != _epoch()) _armDraw(jobId, job.round);
         else _fillSeats(jobId, job, terms, random);
     }
 
@@ -784,7 +783,7 @@ abstract contract ChainSchedulerBase is IChainSchedulerTypes {
     }
 
     function _epoch() internal view returns (uint256) {
-        return block.number / POOL_EPOCH;
+        return block.number / EPOCH_BLOCKS;
     }
 
     /// @dev A node's weight at the start of the current epoch.

@@ -10,6 +10,10 @@ import {ChainSchedulerBase} from "./ChainSchedulerBase.sol";
 /// each does. Called directly it refuses (`onlyDelegated`): its own storage is not a market.
 // slither-disable-next-line locked-ether (runs only by delegatecall from the market, which holds the ether and pays it out by withdraw; called directly it reverts NotDelegated)
 contract ChainSchedulerExtension is ChainSchedulerBase {
+    /// @notice Most entrants a lottery job keeps (a heavier entrant displaces the lightest):
+    /// the draw reads them all.
+    /// (Read through `MAX_ENTRANTS()`: only the extension uses it.)
+    uint256 internal constant ENTRANTS_CAP = 32;
     /// @dev This contract's own address: under `delegatecall`, `address(this)` is the market's.
     address private immutable _self;
 
@@ -119,7 +123,7 @@ contract ChainSchedulerExtension is ChainSchedulerBase {
             if (e >> 160 < lightest) (lightest, at) = (e >> 160, i);
         }
         uint256 packed = weight << 160 | uint160(msg.sender);
-        if (n < MAX_ENTRANTS) {
+        if (n < ENTRANTS_CAP) {
             list.push(packed);
         } else {
             if (weight <= lightest) revert ChainSchedulerLotteryFull(jobId, uint96(lightest));
@@ -220,6 +224,19 @@ contract ChainSchedulerExtension is ChainSchedulerBase {
     }
 
     // =================================================================== views
+
+    /// @dev `IChainScheduler`'s view, delegated by the market.
+// slither-disable-next-line naming-convention (the name of the constant it reads out)
+    function POOL_EPOCH() external pure returns (uint256) {
+        return EPOCH_BLOCKS;
+    }
+
+    /// @notice Most entrants a lottery job keeps (a heavier entrant displaces the lightest).
+    /// @return The number.
+// slither-disable-next-line naming-convention (the name of the constant it reads out)
+    function MAX_ENTRANTS() external pure returns (uint256) {
+        return ENTRANTS_CAP;
+    }
 
     /// @dev `IChainScheduler`'s view, delegated by the market.
     function escrowFor(JobTerms calldata terms) external pure returns (uint256) {

@@ -180,7 +180,7 @@ MUTANTS: Final[Sequence[Mutant]] = (
     Mutant(
         name="draw-across-epochs",
         bug="a seat draw armed in an earlier epoch is not re-armed (its hash was known before the snapshot)",
-        original="if (base / POOL_EPOCH != _epoch()) _armDraw(jobId, job.round);",
+        original="if (base / EPOCH_BLOCKS != _epoch()) _armDraw(jobId, job.round);",
         mutated="if (false) _armDraw(jobId, job.round);",
     ),
     Mutant(
