@@ -547,7 +547,7 @@ interface IChainScheduler is IChainSchedulerTypes {
 
     /// @notice Blocks per pool epoch: seat draws read the pool as it was when the epoch began.
     /// @return The epoch length in blocks.
-// slither-disable-next-line naming-convention (the public constant POOL_EPOCH of the market)
+// slither-disable-next-line naming-convention (named as the constant it reads out)
     function POOL_EPOCH() external view returns (uint256);
 
     /// @notice Enter a lottery job's draw for its k main replicas (a `bid` on such a job enters
