@@ -613,7 +613,8 @@ abstract contract ChainSchedulerBase is IChainSchedulerTypes {
     /// challenge window: the client never got what it paid for, perhaps because the envelope
     /// it was sent does not open. Each sealed slot that revealed is slashed (one that agreed
     /// could have published, one that disagreed was wrong); every other collateral is released
-    /// unpaid; the client gets back its escrow, any challenge bond and the slash pool.
+    /// unpaid; the client gets back its escrow and the slash pool. (No challenge is pending: a
+    /// decided one makes a verifier's open result the winner, a void one returned its bond.)
     function _failUnpublished(uint256 jobId, Job memory job, JobTerms calldata terms) internal {
         uint256 end = _usedEnd(job, terms);
         for (uint256 i = 0; i <= terms.k && i < end; ++i) {
@@ -621,10 +622,6 @@ abstract contract ChainSchedulerBase is IChainSchedulerTypes {
         }
         _releaseRange(jobId, 0, end, terms.collateral);
         uint256 refund = _escrow(terms) + _takeSlashPool(jobId, job);
-        if (job.flags & FLAG_CHALLENGED != 0) {
-            refund += _challenges[jobId].bond;
-            delete _challenges[jobId];
-        }
         _credit(terms.client, refund);
         job.status = JobStatus.Failed;
         emit JobFailed(jobId, FailReason.Unpublished, refund);
