@@ -103,9 +103,9 @@ MUTANTS: Final[Sequence[Mutant]] = (
         original=(
             "        _requireStatus(jobId, job, JobStatus.Succeeded);\n"
             "        _requireAfter(jobId, job.deadline);\n"
-            "        _settle(jobId, job, terms);"
+            "        if (_sealedWinner(job, terms)) {"
         ),
-        mutated="        _requireAfter(jobId, job.deadline);\n        _settle(jobId, job, terms);",
+        mutated="        _requireAfter(jobId, job.deadline);\n        if (_sealedWinner(job, terms)) {",
     ),
     Mutant(
         name="cancel-releases-one-short",
