@@ -730,6 +730,24 @@ contract AttacksTest is AttackBase {
         _eq("replicas drawn", _job(jobId).filled, 3);
     }
 
+    /// @notice A bid displaced by a cheaper one in the bid window gets its collateral back at once
+    /// (the `displaced-bid-keeps-lock` mutant survived the campaign once the handler changed).
+    function test_displacedBidReleasesItsCollateral() public {
+        address dear = _account("dear");
+        address cheap = _account("cheap");
+        _register(dear, WASM, 10 ether);
+        _register(cheap, WASM, 10 ether);
+        IChainSchedulerTypes.JobTerms memory t = _terms(_account("client"), 1, 1, 0, 0, 1 ether);
+        t.bidWindow = 5 minutes;
+        uint256 jobId = _post(t);
+        _bid(jobId, t, dear);
+        _eq("the bid locks its collateral", market.getProvider(dear).locked, t.collateral);
+        _as(cheap, 0, abi.encodeCall(IChainScheduler.bid, (jobId, t, t.maxPrice - 1)));
+        _true("the cheaper bid holds the slot", _holder(jobId, 0) == cheap);
+        _eq("the displaced bid's collateral is free again", market.getProvider(dear).locked, 0);
+        _eq("and none of its stake is lost", _stake(dear), 10 ether);
+    }
+
     // ============================================================= stake bound
     // Stake past 96 bits is refused up front, so an unlock can never overflow.
     function test_addStakePast96BitsRefused() public {
