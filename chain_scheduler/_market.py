@@ -199,6 +199,7 @@ class Market:
             price=raw[1],
             state=SlotState(raw[2]),
             sealed=bytes(sealed),
+            votes=1 + raw[3],
         )
 
     def slots(self, job_id: int, terms: JobTerms) -> list[Slot]:

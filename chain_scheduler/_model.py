@@ -316,6 +316,9 @@ class Slot:
     price: int
     state: SlotState
     sealed: bytes
+    #: Seats of its round the slot holds: a verifier drawn for several seats of one round
+    #: holds one slot with a vote per seat (collateral, pay and slashing count per vote).
+    votes: int = 1
 
     @property
     def result_digest(self) -> bytes:

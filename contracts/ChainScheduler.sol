@@ -17,11 +17,12 @@ import {ChainSchedulerExtension} from "./ChainSchedulerExtension.sol";
 /// code that each fit the 24,576-byte limit. A delegated call costs about 2,700 gas more.
 contract ChainScheduler is ChainSchedulerBase {
     /// @notice The code that runs the delegated functions (it holds no state of its own).
-    address public immutable extension;
+    /// @dev Runs every function but the lifecycle's (read it through `extension()`, there).
+    address private immutable _extension;
 
     /// @param unbondingDelay_ Seconds a provider waits between `beginUnbonding` and `unstake`.
     constructor(uint40 unbondingDelay_) ChainSchedulerBase(unbondingDelay_) {
-        extension = address(new ChainSchedulerExtension(unbondingDelay_));
+        _extension = address(new ChainSchedulerExtension(unbondingDelay_));
     }
 
     // ==================================================================== jobs
@@ -31,7 +32,7 @@ contract ChainScheduler is ChainSchedulerBase {
         _validateTerms(specCid, terms);
         uint256 escrow = _escrow(terms);
         if (msg.value != escrow) revert ChainSchedulerWrongEscrow(escrow, msg.value);
-        jobId = ++jobCount;
+        jobId = ++_jobCount;
         for (uint256 i = 0; i < terms.parents.length; ++i) {
             uint64 parent = terms.parents[i];
             if (parent == 0 || parent >= jobId) revert ChainSchedulerUnknownParent(parent);
@@ -63,18 +64,19 @@ contract ChainScheduler is ChainSchedulerBase {
         _requireParentsFinalized(jobId, terms);
         Provider storage p = _eligible(msg.sender, terms);
 
-        (uint256 first, uint256 count) = _range(job.round, terms);
+        // Bids are for the main round only: slots 0 to k - 1.
+        uint256 count = terms.k;
         // A provider that missed its commit cannot take its reopened slot back.
-        _requireFresh(jobId, msg.sender, first + count);
+        _requireFresh(jobId, msg.sender, count);
         bool windowOpen = _bidWindowOpen(job, terms);
         uint256 index;
         if (job.filled < count) {
-            index = _firstEmpty(jobId, first, count);
+            index = _firstEmpty(jobId, 0, count);
             job.filled += 1;
         } else {
             // Full during the bid window: a cheaper bid displaces the dearest (O(k)).
             uint64 dearest;
-            (index, dearest) = _dearest(jobId, first, count);
+            (index, dearest) = _dearest(jobId, 0, count);
             if (!windowOpen || price >= dearest) revert ChainSchedulerBidNotCompetitive(price, dearest);
             Slot storage displaced = _slots[jobId][index];
             address loser = displaced.provider;
@@ -83,7 +85,11 @@ contract ChainScheduler is ChainSchedulerBase {
         }
         p.free -= terms.collateral;
         p.locked += terms.collateral;
-        _slots[jobId][index] = Slot({provider: msg.sender, price: price, state: SlotState.Assigned});
+        // A main slot never holds more than one vote: its `extraVotes` stays 0.
+        Slot storage s = _slots[jobId][index];
+        s.provider = msg.sender;
+        s.price = price;
+        s.state = SlotState.Assigned;
         emit SlotAssigned(jobId, job.round, uint8(index), msg.sender, price);
         if (job.filled == count && !windowOpen) _closeBidding(jobId, job, terms);
         _jobs[jobId] = job;
@@ -112,9 +118,9 @@ contract ChainScheduler is ChainSchedulerBase {
         _sealed[jobId][slot] = commitment;
         job.committed += 1;
         emit ResultCommitted(jobId, slot, msg.sender);
-        (, uint256 count) = _range(job.round, terms);
-        // The audit round has one slot and follows the main commits: its commit closes it.
-        if (job.round == Round.Audit || job.committed == count) _closeCommits(jobId, job, terms);
+        // Every held slot has committed (a slot may hold several votes of a verification
+        // round). The audit round has one slot and follows the main commits: its commit closes it.
+        if (job.round == Round.Audit || job.committed == job.filled) _closeCommits(jobId, job, terms);
         _jobs[jobId] = job;
     }
 
@@ -241,7 +247,7 @@ contract ChainScheduler is ChainSchedulerBase {
     /// or revert with what it returned. `selector`, when not 0, replaces the calldata's own
     /// (for a call whose arguments are another function's).
     function _delegate(bytes4 selector) private {
-        address target = extension;
+        address target = _extension;
 // slither-disable-next-line assembly (a delegatecall that forwards the calldata and returns or reverts with what the extension returned)
         assembly ("memory-safe") {
             let ptr := mload(0x40)

@@ -46,7 +46,9 @@ abstract contract ChainSchedulerBase is IChainSchedulerTypes {
     /// something (settling a job that never slashed skips reading the pool: 2,100 gas).
     uint8 internal constant FLAG_SLASHED = 128;
     /// @notice Capability bit of providers that opted in to be drawn as auditors and verifiers.
-    uint32 public constant VERIFIER = uint32(1) << 31;
+    /// (Read through the extension's `VERIFIER()`, like every getter: each public function of
+    /// the market adds to its dispatcher, which every lifecycle call pays for.)
+    uint32 internal constant VERIFIER_BIT = uint32(1) << 31;
     /// @dev Candidates one seat's draw looks at before it gives up until the next draw. Each
     /// refused candidate leaves the draw's sample space, so with at most this many ineligible
     /// pool members a seat is always filled when anyone eligible exists.
@@ -74,11 +76,11 @@ abstract contract ChainSchedulerBase is IChainSchedulerTypes {
     }
 
     /// @notice Seconds between `beginUnbonding` and the first allowed `unstake`.
-    uint40 public immutable unbondingDelay;
+    uint40 internal immutable _unbondingDelay;
 
-    /// @notice Number of jobs posted; job ids run from 1 to `jobCount`.
-// slither-disable-next-line constable-states (ChainScheduler.postJob counts it; the extension only reads it)
-    uint256 public jobCount;
+    /// @notice Number of jobs posted; job ids run from 1 to `jobCount()`.
+// slither-disable-next-line constable-states,uninitialized-state (ChainScheduler.postJob counts it; the extension only reads it, on the same storage)
+    uint256 internal _jobCount;
 
     mapping(uint256 jobId => Job) internal _jobs;
     mapping(uint256 jobId => mapping(uint256 slot => Slot)) internal _slots;
@@ -110,7 +112,7 @@ abstract contract ChainSchedulerBase is IChainSchedulerTypes {
 
     /// @param unbondingDelay_ Seconds a provider waits between `beginUnbonding` and `unstake`.
     constructor(uint40 unbondingDelay_) {
-        unbondingDelay = unbondingDelay_;
+        _unbondingDelay = unbondingDelay_;
     }
 
     modifier nonReentrant() {
@@ -310,30 +312,61 @@ abstract contract ChainSchedulerBase is IChainSchedulerTypes {
     }
 
     /// @dev Fill the empty seats of the current (audit or verification) round by draw; close
-    /// bidding when all are held, or arm another draw for the rest.
+    /// bidding when every seat is held, or arm another draw for the rest. Each seat is a
+    /// weighted draw over the whole eligible pool: a member already seated in the round that
+    /// is drawn again gains a vote in its slot (`job.filled` counts slots, not votes). With
+    /// one seat per account at most, splitting stake over accounts would win more seats.
     function _fillSeats(uint256 jobId, Job memory job, JobTerms calldata terms, bytes32 random) internal {
         (uint256 first, uint256 count) = _range(job.round, terms);
         uint256 end = first + count;
         // Seats whose holder missed its commit: those holders stay out of the whole draw,
         // not only of the seat they held (filling a seat overwrites its record).
         address[] memory missed = new address[](count);
+        uint256 votes = 0;
         for (uint256 i = first; i < end; ++i) {
-            if (_slots[jobId][i].state == SlotState.Slashed) missed[i - first] = _slots[jobId][i].provider;
+            Slot memory s = _slots[jobId][i];
+            if (s.state == SlotState.Slashed) missed[i - first] = s.provider;
+            else if (s.state != SlotState.Empty) votes += 1 + uint256(s.extraVotes);
         }
-        for (uint256 i = first; i < end; ++i) {
-            SlotState state = _slots[jobId][i].state;
-            if (state != SlotState.Empty && state != SlotState.Slashed) continue;
-            address drawn = _drawSeat(jobId, terms, keccak256(abi.encode(random, i)), end, missed);
+        while (votes < count) {
+            address drawn = _drawSeat(jobId, terms, keccak256(abi.encode(random, votes)), first, missed);
             if (drawn == address(0)) break;
             Provider storage p = _providers[drawn];
             p.free -= terms.collateral;
             p.locked += terms.collateral;
-            _slots[jobId][i] = Slot({provider: drawn, price: terms.maxPrice, state: SlotState.Assigned});
-            job.filled += 1;
-            emit SlotAssigned(jobId, job.round, uint8(i), drawn, terms.maxPrice);
+            uint256 i = _seatFor(jobId, drawn, first, end);
+            Slot storage s = _slots[jobId][i];
+            if (s.provider == drawn) {
+                s.extraVotes += 1;
+                emit VoteAdded(jobId, uint8(i), drawn, s.extraVotes + 1);
+            } else {
+                // Field by field: cheaper than a struct literal, which goes through memory.
+                s.provider = drawn;
+                s.price = terms.maxPrice;
+                s.state = SlotState.Assigned;
+                s.extraVotes = 0;
+                job.filled += 1;
+                emit SlotAssigned(jobId, job.round, uint8(i), drawn, terms.maxPrice);
+            }
+            ++votes;
         }
-        if (job.filled == count) _closeBidding(jobId, job, terms);
+        if (votes == count) _closeBidding(jobId, job, terms);
         else _armDraw(jobId, job.round);
+    }
+
+    /// @dev The live slot `member` holds in [first, end), else the first seat nobody holds
+    /// (empty, or slashed for a missed commit: a drawn member never held one of those). One
+    /// exists while the round's votes are short of its seats.
+    function _seatFor(uint256 jobId, address member, uint256 first, uint256 end) private view returns (uint256 free) {
+        free = end;
+        for (uint256 i = first; i < end; ++i) {
+            Slot memory s = _slots[jobId][i];
+            if (s.state == SlotState.Empty || s.state == SlotState.Slashed) {
+                if (free == end) free = i;
+            } else if (s.provider == member) {
+                return i;
+            }
+        }
     }
 
     /// @dev A lottery: draw the k main replicas from the entrants, weighted by the stake each
@@ -359,7 +392,10 @@ abstract contract ChainSchedulerBase is IChainSchedulerTypes {
             address drawn = address(uint160(entry[i]));
             total -= entry[i] >> 160;
             entry[i] = 0;
-            _slots[jobId][seat] = Slot({provider: drawn, price: terms.maxPrice, state: SlotState.Assigned});
+            Slot storage s = _slots[jobId][seat];
+            s.provider = drawn;
+            s.price = terms.maxPrice;
+            s.state = SlotState.Assigned;
             emit SlotAssigned(jobId, Round.Main, uint8(seat), drawn, terms.maxPrice);
         }
         _releaseEntries(jobId, entry, terms.collateral);
@@ -400,7 +436,7 @@ abstract contract ChainSchedulerBase is IChainSchedulerTypes {
     /// @dev One seat: sample the pool by weight until a member that may verify this job turns
     /// up. Each refused member is taken out of the sample space (its interval of the weight
     /// line is skipped), so the draw is a weighted draw without replacement.
-    function _drawSeat(uint256 jobId, JobTerms calldata terms, bytes32 random, uint256 end, address[] memory missed)
+    function _drawSeat(uint256 jobId, JobTerms calldata terms, bytes32 random, uint256 first, address[] memory missed)
         private
         view
         returns (address)
@@ -422,7 +458,7 @@ abstract contract ChainSchedulerBase is IChainSchedulerTypes {
             }
             uint256 index = _treeFind(r);
             address candidate = _members[index];
-            if (_mayVerify(jobId, terms, candidate, end) && !_listed(missed, candidate)) return candidate;
+            if (_mayVerify(jobId, terms, candidate, first) && !_listed(missed, candidate)) return candidate;
             _refuse(refused, index);
         }
         return address(0);
@@ -452,9 +488,10 @@ abstract contract ChainSchedulerBase is IChainSchedulerTypes {
         return false;
     }
 
-    /// @dev Whether a drawn pool member may take a seat of this job: not the client, holding
-    /// or having held no slot of it, able to run it, and with the free stake for its collateral.
-    function _mayVerify(uint256 jobId, JobTerms calldata terms, address candidate, uint256 end)
+    /// @dev Whether a drawn pool member may take a seat of this job's round starting at slot
+    /// `first`: not the client, holding or having held no slot of an earlier round (a seat of
+    /// this one adds a vote), able to run it, and with the free stake for its collateral.
+    function _mayVerify(uint256 jobId, JobTerms calldata terms, address candidate, uint256 first)
         private
         view
         returns (bool)
@@ -462,10 +499,10 @@ abstract contract ChainSchedulerBase is IChainSchedulerTypes {
         if (candidate == terms.client) return false;
         Provider storage p = _providers[candidate];
         // Drawn from the epoch's start: it may have left the pool since.
-        if (p.capabilities & VERIFIER == 0 || p.unbondingAt != 0) return false;
+        if (p.capabilities & VERIFIER_BIT == 0 || p.unbondingAt != 0) return false;
         uint32 required = (uint32(1) << uint8(terms.executor)) | terms.capabilities;
         if (p.capabilities & required != required || p.free < terms.collateral) return false;
-        for (uint256 i = 0; i < end; ++i) {
+        for (uint256 i = 0; i < first; ++i) {
             if (_slots[jobId][i].provider == candidate) return false;
         }
         return true;
@@ -510,50 +547,56 @@ abstract contract ChainSchedulerBase is IChainSchedulerTypes {
             bondShare: 0,
             audited: job.flags & FLAG_AUDIT_OPENED != 0 && _slots[jobId][terms.k].state == SlotState.Revealed
         });
-        (uint256[] memory winners, uint256 n, uint64 units) = _judge(jobId, job, terms, accepted);
-        // The slash pool is shared by the client and each winner; the client keeps the dust.
+        (uint256[] memory winners, uint256 n, uint256 votes, uint64 units) = _judge(jobId, job, terms, accepted);
+        // The slash pool is shared by the client and each winning vote; the client keeps the dust.
         uint256 pool = _takeSlashPool(jobId, job);
-        bonus.poolShare = pool / (n + 1);
+        bonus.poolShare = pool / (votes + 1);
         bool upheld;
         (bonus.bondShare, upheld) = _settleChallenge(jobId, job, terms, accepted, winners, n);
         uint256 paid = _payWinners(jobId, terms, winners, n, units, bonus);
         uint256 refund = _escrow(terms) - paid;
-        _credit(terms.client, refund + pool - bonus.poolShare * n);
+        _credit(terms.client, refund + pool - bonus.poolShare * votes);
         job.status = JobStatus.Finalized;
         emit JobFinalized(jobId, job.winner, paid, refund, upheld);
     }
 
     /// @dev Sort the revealed slots into winners (same result as `accepted`) and losers
-    /// (slashed now), and work out the units each winner is paid for.
+    /// (slashed now), count the winners' votes, and work out the units each winner is paid for.
     function _judge(uint256 jobId, Job memory job, JobTerms calldata terms, bytes32 accepted)
         private
-        returns (uint256[] memory winners, uint256 n, uint64 units)
+        returns (uint256[] memory winners, uint256 n, uint256 votes, uint64 units)
     {
         bool deterministic = terms.safety == SafetyClass.Deterministic;
         uint256 end = _usedEnd(job, terms);
         winners = new uint256[](end);
+        // A round's votes never outnumber its seats.
         uint64[] memory usages = new uint64[](end);
         for (uint256 i = 0; i < end; ++i) {
-            if (_slots[jobId][i].state != SlotState.Revealed) continue;
+            Slot storage s = _slots[jobId][i];
+            if (s.state != SlotState.Revealed) continue;
             bytes32 key = _sealed[jobId][i];
             if (_matches(key, accepted, deterministic)) {
                 winners[n] = i;
-                usages[n] = uint64(uint256(key));
                 ++n;
+                uint256 weight = 1 + uint256(s.extraVotes);
+                // Deterministic winners agree on usage; otherwise all are paid the median vote.
+                for (uint256 v = 0; v < weight && !deterministic; ++v) {
+                    usages[votes + v] = uint64(uint256(key));
+                }
+                votes += weight;
             } else {
                 _slash(jobId, job, i, terms.collateral, false);
             }
         }
-        // Deterministic winners agree on usage; otherwise all are paid the median.
-        units = deterministic ? uint64(uint256(accepted)) : _lowerMedian(usages, n);
+        units = deterministic ? uint64(uint256(accepted)) : _lowerMedian(usages, votes);
         // The floor pays a replica's fixed costs even for a failure result of no work.
         if (units < terms.minUnits) units = terms.minUnits;
         if (units > terms.maxUnits) units = terms.maxUnits;
     }
 
-    /// @dev Credit each winner `price × units` plus its pool share (and, for the providers
-    /// a rejected challenge accused, its bond share); release its collateral and count its
-    /// success. Returns the total paid from escrow.
+    /// @dev Credit each winner `price × units` and a pool share per vote (and, for the
+    /// providers a rejected challenge accused, its bond share); release its collateral and
+    /// count its success. Returns the total paid from escrow.
     function _payWinners(
         uint256 jobId,
         JobTerms calldata terms,
@@ -566,14 +609,16 @@ abstract contract ChainSchedulerBase is IChainSchedulerTypes {
             uint256 i = winners[w];
             Slot storage s = _slots[jobId][i];
             address provider = s.provider;
-            uint256 amount = uint256(s.price) * units;
+            uint256 votes = 1 + uint256(s.extraVotes);
+            uint256 amount = uint256(s.price) * units * votes;
             paid += amount;
             s.state = SlotState.Settled;
             Provider storage p = _providers[provider];
-            _unlock(p, terms.collateral);
+            // At most 16 votes of a collateral that was locked for each: within 96 bits.
+            _unlock(p, uint96(terms.collateral * votes));
             p.succeeded += 1;
             if (bonus.audited && i < terms.k) p.audited += 1;
-            _credit(provider, amount + bonus.poolShare + (i <= terms.k ? bonus.bondShare : 0));
+            _credit(provider, amount + bonus.poolShare * votes + (i <= terms.k ? bonus.bondShare : 0));
             emit ProviderPaid(jobId, uint8(i), provider, amount, units);
         }
     }
@@ -653,27 +698,31 @@ abstract contract ChainSchedulerBase is IChainSchedulerTypes {
         uint256[] memory revealed = new uint256[](end);
         uint64[] memory usages = new uint64[](end);
         uint256 n = 0;
+        uint256 votes = 0;
         for (uint256 i = 0; i < end; ++i) {
-            if (_slots[jobId][i].state == SlotState.Revealed) {
-                revealed[n] = i;
-                usages[n] = uint64(uint256(_sealed[jobId][i]));
-                ++n;
+            Slot memory s = _slots[jobId][i];
+            if (s.state != SlotState.Revealed) continue;
+            revealed[n] = i;
+            ++n;
+            for (uint256 v = 0; v <= s.extraVotes; ++v) {
+                usages[votes++] = uint64(uint256(_sealed[jobId][i]));
             }
         }
         if (n == 0) return (0, pool);
-        uint64 units = _lowerMedian(usages, n);
+        uint64 units = _lowerMedian(usages, votes);
         if (units < terms.minUnits) units = terms.minUnits;
         if (units > terms.maxUnits) units = terms.maxUnits;
 // slither-disable-next-line divide-before-multiply (intended: the client takes the dust)
-        uint256 share = pool / n;
+        uint256 share = pool / votes;
         for (uint256 w = 0; w < n; ++w) {
             Slot storage s = _slots[jobId][revealed[w]];
-            uint256 amount = uint256(s.price) * units;
+            uint256 weight = 1 + uint256(s.extraVotes);
+            uint256 amount = uint256(s.price) * units * weight;
             paid += amount;
-            _credit(s.provider, amount + share);
+            _credit(s.provider, amount + share * weight);
             emit ProviderPaid(jobId, uint8(revealed[w]), s.provider, amount, units);
         }
-        rest = pool - share * n;
+        rest = pool - share * votes;
     }
 
     function _cancel(uint256 jobId, Job memory job, JobTerms calldata terms) internal {
@@ -698,7 +747,7 @@ abstract contract ChainSchedulerBase is IChainSchedulerTypes {
             SlotState state = s.state;
             if (state == SlotState.Assigned || state == SlotState.Committed || state == SlotState.Revealed) {
                 s.state = SlotState.Settled;
-                _unlock(_providers[s.provider], collateral);
+                _unlock(_providers[s.provider], collateral * (1 + s.extraVotes));
             }
         }
     }
@@ -707,12 +756,13 @@ abstract contract ChainSchedulerBase is IChainSchedulerTypes {
         job.flags |= FLAG_SLASHED;
         Slot storage s = _slots[jobId][index];
         s.state = SlotState.Slashed;
+        uint96 amount = collateral * (1 + s.extraVotes);
         Provider storage p = _providers[s.provider];
-        p.locked -= collateral;
+        p.locked -= amount;
         p.slashed += 1;
         _syncPool(s.provider, p);
-        _slashPool[jobId] += collateral;
-        emit SlotSlashed(jobId, uint8(index), s.provider, collateral, reopened);
+        _slashPool[jobId] += amount;
+        emit SlotSlashed(jobId, uint8(index), s.provider, amount, reopened);
     }
 
     function _takeSlashPool(uint256 jobId, Job memory job) internal returns (uint256 pool) {
@@ -739,7 +789,7 @@ abstract contract ChainSchedulerBase is IChainSchedulerTypes {
     /// and is not unbonding, else 0. Stake-weighted: an operator that splits its stake over
     /// many accounts has the same total weight.
     function _syncPool(address provider, Provider storage p) internal {
-        uint256 want = p.capabilities & VERIFIER != 0 && p.unbondingAt == 0 ? uint256(p.free) + p.locked : 0;
+        uint256 want = p.capabilities & VERIFIER_BIT != 0 && p.unbondingAt == 0 ? uint256(p.free) + p.locked : 0;
         uint256 have = p.poolWeight;
         if (want == have) return;
         uint256 index = p.poolIndex;
@@ -934,25 +984,26 @@ abstract contract ChainSchedulerBase is IChainSchedulerTypes {
         }
     }
 
-    /// @dev Index of a revealed slot whose result at least `need` revealed slots share.
+    /// @dev Index of a revealed slot whose result at least `need` revealed votes share.
     function _quorum(uint256 jobId, uint256 first, uint256 count, uint256 need, bool deterministic)
         private
         view
         returns (bool, uint256)
     {
         bytes32[] memory keys = new bytes32[](count);
-        bool[] memory live = new bool[](count);
+        uint256[] memory votes = new uint256[](count); // 0: not revealed
         for (uint256 i = 0; i < count; ++i) {
-            if (_slots[jobId][first + i].state == SlotState.Revealed) {
-                live[i] = true;
+            Slot storage s = _slots[jobId][first + i];
+            if (s.state == SlotState.Revealed) {
+                votes[i] = 1 + uint256(s.extraVotes);
                 keys[i] = _sealed[jobId][first + i];
             }
         }
         for (uint256 i = 0; i < count; ++i) {
-            if (!live[i]) continue;
+            if (votes[i] == 0) continue;
             uint256 agree = 0;
             for (uint256 j = 0; j < count; ++j) {
-                if (live[j] && _matches(keys[i], keys[j], deterministic)) ++agree;
+                if (votes[j] != 0 && _matches(keys[i], keys[j], deterministic)) agree += votes[j];
             }
             if (agree >= need) return (true, first + i);
         }

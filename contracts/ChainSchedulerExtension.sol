@@ -65,7 +65,7 @@ contract ChainSchedulerExtension is ChainSchedulerBase {
     /// @dev `IChainScheduler.beginUnbonding`, delegated by the market.
     function beginUnbonding() external onlyDelegated {
         Provider storage p = _registered(msg.sender);
-        uint40 unlockAt = uint40(block.timestamp) + unbondingDelay;
+        uint40 unlockAt = uint40(block.timestamp) + _unbondingDelay;
         p.unbondingAt = unlockAt;
         _syncPool(msg.sender, p);
         emit UnbondingStarted(msg.sender, unlockAt);
@@ -224,6 +224,28 @@ contract ChainSchedulerExtension is ChainSchedulerBase {
     }
 
     // =================================================================== views
+
+    /// @notice The contract that runs every function of the market but the lifecycle's.
+    /// @return Its address.
+    function extension() external view returns (address) {
+        return _self;
+    }
+
+    /// @dev `IChainScheduler`'s view, delegated by the market.
+    function jobCount() external view returns (uint256) {
+        return _jobCount;
+    }
+
+    /// @dev `IChainScheduler`'s view, delegated by the market.
+    function unbondingDelay() external view returns (uint40) {
+        return _unbondingDelay;
+    }
+
+    /// @dev `IChainScheduler`'s view, delegated by the market.
+// slither-disable-next-line naming-convention (the name of the constant it reads out)
+    function VERIFIER() external pure returns (uint32) {
+        return VERIFIER_BIT;
+    }
 
     /// @dev `IChainScheduler`'s view, delegated by the market.
 // slither-disable-next-line naming-convention (the name of the constant it reads out)

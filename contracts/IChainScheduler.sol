@@ -114,11 +114,15 @@ interface IChainSchedulerTypes {
         uint40 deadline; // deadline of the current phase (unix seconds)
     }
 
-    /// @notice One replica slot. Layout: provider 160 | price 64 | state 8 (one slot).
+    /// @notice One replica slot. Layout: provider 160 | price 64 | state 8 | extraVotes 8 (one slot).
+    /// @dev A verifier drawn for several seats of one round holds one slot with a vote per seat:
+    /// its collateral, pay, slash-pool share and slashing count once per vote, so splitting
+    /// stake over several accounts neither gains nor loses seats.
     struct Slot {
         address provider;
         uint64 price;
         SlotState state;
+        uint8 extraVotes; // votes beyond the first
     }
 
     /// @notice A provider's stake and reputation.
@@ -370,6 +374,13 @@ interface IChainSchedulerTypes {
     /// @param provider The provider.
     /// @param price Its price per unit.
     event SlotAssigned(uint256 indexed jobId, Round round, uint8 slot, address indexed provider, uint64 price);
+    /// @notice A verifier already seated in the round was drawn for another seat: its slot
+    /// gains a vote and another collateral is locked.
+    /// @param jobId The job.
+    /// @param slot The slot it holds.
+    /// @param provider The provider.
+    /// @param votes The slot's votes now.
+    event VoteAdded(uint256 indexed jobId, uint8 slot, address indexed provider, uint8 votes);
     /// @notice A provider withdrew its bid from a round that had not filled; its collateral is free.
     /// @param jobId The job.
     /// @param slot The slot index, empty again.
@@ -441,7 +452,7 @@ interface IChainSchedulerTypes {
     /// @param jobId The job.
     /// @param slot The slot index.
     /// @param provider The provider.
-    /// @param amount Collateral taken.
+    /// @param amount Collateral taken (one per vote the slot held).
     /// @param reopened Whether the slot was reopened for a fresh provider.
     event SlotSlashed(uint256 indexed jobId, uint8 slot, address indexed provider, uint256 amount, bool reopened);
     /// @notice A verification round opened (an audit, an escalation or a challenge).
@@ -536,10 +547,13 @@ interface IChainScheduler is IChainSchedulerTypes {
     /// @notice Anyone: carry out a pending draw (see `DrawPending`). An audit decision reveals
     /// the main results unaudited or opens the audit round and draws its auditor; an audit or
     /// verification round gets its empty seats filled by a stake-weighted draw from the verifier
-    /// pool (providers with the `VERIFIER` bit, weighted by their whole stake), skipping the
-    /// client, anyone who holds or held a slot of the job, and providers that lack the job's
-    /// capabilities or the free stake for its collateral. Drawn providers hold their seats at
-    /// `maxPrice`. Seats the draw could not fill, or a draw whose block hash has expired (older
+    /// pool (providers with the `VERIFIER` bit, weighted by their whole stake, as it stood when
+    /// the epoch began), skipping the client, anyone who holds or held a slot of an earlier
+    /// round of the job or missed its commit in this one, and providers that lack the job's
+    /// capabilities or the free stake for its collateral. Each seat is a draw of its own: a
+    /// provider already seated in the round gains a vote in its slot (`VoteAdded`, one more
+    /// collateral locked). Drawn providers hold their seats at `maxPrice`. Seats the draw could
+    /// not fill, a draw armed in an earlier epoch, or one whose block hash has expired (older
     /// than 256 blocks), arm a new draw from the current block.
     /// @param jobId The job.
     /// @param terms The job's terms.

@@ -82,7 +82,7 @@ MUTANTS: Final[Sequence[Mutant]] = (
     Mutant(
         name="slash-pool-paid-twice",
         bug="settlement credits the client the whole slash pool while the winners get their shares too",
-        original="_credit(terms.client, refund + pool - bonus.poolShare * n);",
+        original="_credit(terms.client, refund + pool - bonus.poolShare * votes);",
         mutated="_credit(terms.client, refund + pool);",
     ),
     Mutant(
@@ -116,7 +116,7 @@ MUTANTS: Final[Sequence[Mutant]] = (
     Mutant(
         name="slash-keeps-lock",
         bug="a slash moves the collateral into the pool but leaves it counted as locked stake",
-        original="        p.locked -= collateral;\n        p.slashed += 1;",
+        original="        p.locked -= amount;\n        p.slashed += 1;",
         mutated="        p.slashed += 1;",
     ),
     Mutant(
@@ -156,20 +156,20 @@ MUTANTS: Final[Sequence[Mutant]] = (
     Mutant(
         name="slash-skips-pool-sync",
         bug="_slash takes the collateral but leaves the provider's pool weight (and the pool total) as it was",
-        original="        _syncPool(s.provider, p);\n        _slashPool[jobId] += collateral;",
-        mutated="        _slashPool[jobId] += collateral;",
+        original="        _syncPool(s.provider, p);\n        _slashPool[jobId] += amount;",
+        mutated="        _slashPool[jobId] += amount;",
     ),
     Mutant(
         name="fail-pays-pool-to-client",
         bug="_fail refunds the slash pool to the client even when someone revealed (the result for free)",
-        original="        uint256 share = pool / n;\n",
+        original="        uint256 share = pool / votes;\n",
         mutated="        uint256 share = 0;\n",
     ),
     Mutant(
         name="no-quorum-pays-nothing",
         bug="a job failing without a quorum refunds the client in full: the revealed results were free",
-        original="            _credit(s.provider, amount + share);",
-        mutated="            paid -= amount;\n            _credit(s.provider, share);",
+        original="            _credit(s.provider, amount + share * weight);",
+        mutated="            paid -= amount;\n            _credit(s.provider, share * weight);",
     ),
     Mutant(
         name="pool-moves-under-a-draw",
@@ -246,8 +246,50 @@ MUTANTS: Final[Sequence[Mutant]] = (
     Mutant(
         name="unbonding-stays-in-pool",
         bug="an unbonding provider keeps its pool weight",
-        original="p.capabilities & VERIFIER != 0 && p.unbondingAt == 0",
-        mutated="p.capabilities & VERIFIER != 0",
+        original="p.capabilities & VERIFIER_BIT != 0 && p.unbondingAt == 0",
+        mutated="p.capabilities & VERIFIER_BIT != 0",
+    ),
+    Mutant(
+        name="extra-vote-not-locked",
+        bug="a verifier drawn for another seat of its round gains a vote without locking another collateral",
+        original=(
+            "            Provider storage p = _providers[drawn];\n"
+            "            p.free -= terms.collateral;\n"
+            "            p.locked += terms.collateral;\n"
+            "            uint256 i = _seatFor(jobId, drawn, first, end);\n"
+        ),
+        mutated=(
+            "            Provider storage p = _providers[drawn];\n"
+            "            uint256 i = _seatFor(jobId, drawn, first, end);\n"
+            "            if (_slots[jobId][i].provider != drawn) {\n"
+            "                p.free -= terms.collateral;\n"
+            "                p.locked += terms.collateral;\n"
+            "            }\n"
+        ),
+    ),
+    Mutant(
+        name="tally-counts-slots-not-votes",
+        bug="the quorum counts each agreeing slot once, however many votes it holds",
+        original="if (votes[j] != 0 && _matches(keys[i], keys[j], deterministic)) agree += votes[j];",
+        mutated="if (votes[j] != 0 && _matches(keys[i], keys[j], deterministic)) ++agree;",
+    ),
+    Mutant(
+        name="slash-one-collateral-per-slot",
+        bug="a slot holding several votes is slashed one collateral, leaving the others locked",
+        original="uint96 amount = collateral * (1 + s.extraVotes);",
+        mutated="uint96 amount = collateral;",
+    ),
+    Mutant(
+        name="pay-one-vote-per-slot",
+        bug="a winner holding several votes is paid and unlocked for one",
+        original="            uint256 votes = 1 + uint256(s.extraVotes);\n            uint256 amount",
+        mutated="            uint256 votes = 1;\n            uint256 amount",
+    ),
+    Mutant(
+        name="one-seat-per-account",
+        bug="a member already seated in the round is refused for its other seats (splitting stake wins more seats)",
+        original="        for (uint256 i = 0; i < first; ++i) {\n            if (_slots[jobId][i].provider == cand",
+        mutated="        for (uint256 i = 0; i < first + 16; ++i) {\n            if (_slots[jobId][i].provider == cand",
     ),
     Mutant(
         name="verify-round-not-armed",

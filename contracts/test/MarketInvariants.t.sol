@@ -137,6 +137,8 @@ contract MarketHandler {
     uint256 public slashedSlots;
     uint256 public auditDecisions;
     uint256 public seatsDrawn;
+    /// @dev Seats drawn for a verifier already seated in the round: a vote added to its slot.
+    uint256 public votesAdded;
     /// @dev Sealed results nobody published, failed by finalize a reveal window later.
     uint256 public unpublishedFailures;
     uint256 public lotteriesDrawn;
@@ -463,7 +465,7 @@ contract MarketHandler {
         VM.roll(_height() + (choice == 1 || choice == 2 ? 300 : 1));
         bool stale = armed != 0 && _height() - armed > 256;
         bytes32 digest = stale ? finishedState(market, jobId, book[jobId].slots) : bytes32(0);
-        uint256 heldBefore = _seatsHeld(jobId, t);
+        (uint256 heldBefore, uint256 extraBefore) = _seatsAndExtraVotes(jobId, t);
         try market.draw(jobId, t) {
             if (stale && before.flags & FLAG_DRAW_PENDING != 0) {
                 // An expired audit decision audits (a fresh toss would reward waiting): the
@@ -485,7 +487,9 @@ contract MarketHandler {
             done[Action.Draw] += 1;
             if (before.flags & FLAG_DRAW_PENDING != 0) auditDecisions += 1;
             if (before.round == IChainSchedulerTypes.Round.Main && market.getJob(jobId).filled != 0) lotteriesDrawn += 1;
-            seatsDrawn += _seatsHeld(jobId, t) - heldBefore;
+            (uint256 held, uint256 extra) = _seatsAndExtraVotes(jobId, t);
+            seatsDrawn += held - heldBefore;
+            votesAdded += extra - extraBefore;
         } catch {}
     }
 
@@ -495,14 +499,22 @@ contract MarketHandler {
         return first.state == IChainSchedulerTypes.SlotState.Empty;
     }
 
-    /// @dev Seats held (Assigned) in the job's current audit or verification round.
-    function _seatsHeld(uint256 jobId, IChainSchedulerTypes.JobTerms memory t) internal view returns (uint256 held) {
+    /// @dev Slots held (Assigned) in the job's current audit or verification round, and the
+    /// votes beyond the first of its live (Assigned or Committed) slots.
+    function _seatsAndExtraVotes(uint256 jobId, IChainSchedulerTypes.JobTerms memory t)
+        internal
+        view
+        returns (uint256 held, uint256 extra)
+    {
         IChainSchedulerTypes.Job memory job = market.getJob(jobId);
-        if (job.round == IChainSchedulerTypes.Round.Main) return 0;
+        if (job.round == IChainSchedulerTypes.Round.Main) return (0, 0);
         (uint256 first, uint256 count) = _range(job.round, t);
         for (uint256 i = first; i < first + count; ++i) {
             (IChainSchedulerTypes.Slot memory s,) = market.getSlot(jobId, uint8(i));
             if (s.state == IChainSchedulerTypes.SlotState.Assigned) ++held;
+            if (s.state == IChainSchedulerTypes.SlotState.Assigned || s.state == IChainSchedulerTypes.SlotState.Committed) {
+                extra += s.extraVotes;
+            }
         }
     }
 
@@ -939,6 +951,7 @@ contract MarketInvariantsTest {
         _reached("draws", handler.done(MarketHandler.Action.Draw));
         _reached("audit decisions drawn", handler.auditDecisions());
         _reached("seats drawn", handler.seatsDrawn());
+        _reached("votes added to a verifier drawn for another seat", handler.votesAdded());
         _reached("lotteries drawn", handler.lotteriesDrawn());
         _reached("drawn seats reopened after a missed commit", handler.drawnSeatsReopened());
         _reached("expired draws re-armed", handler.done(MarketHandler.Action.DrawRearmed));
@@ -1045,8 +1058,9 @@ contract MarketInvariantsTest {
             holders[s] = slot.provider;
             if (!holdsCollateral(slot.state)) continue;
             if (finished) revert MarketInvariantsCollateralInFinishedJob(jobId, uint8(s));
+            // A verifier drawn for several seats of the round locks a collateral per vote.
             for (uint256 i = 0; i < providers.length; ++i) {
-                if (providers[i] == slot.provider) liveCollateral[i] += collateral;
+                if (providers[i] == slot.provider) liveCollateral[i] += collateral * (1 + uint256(slot.extraVotes));
             }
         }
         // A lottery's entrants hold their collateral until the draw (or the job ends before it).

@@ -423,16 +423,31 @@ class Run:
         prices = list(prices) if prices is not None else [MAX_PRICE] * len(providers)
         return [self.bid(p, price) for p, price in zip(providers, prices, strict=True)]
 
-    def draw(self, pool: Sequence[str] | None = None, *, sender: str | None = None) -> TxResult:
+    def draw(self, pool: Sequence[str] | None = None, *, sender: str | None = None, distinct: bool = True) -> TxResult:
         """Carry out the pending draw, from a verifier pool of exactly ``pool`` when given
-        (the draw is random among pool members; a pool no bigger than the seats decides who
-        sits, not where). Records the drawn holders."""
+        (the draw is random among pool members). Each seat is a weighted draw, and a member
+        drawn for a second seat of its round gains a vote in its slot; with ``distinct`` (and
+        a pool) the harness draws again from a later block hash until no member holds two
+        votes, so that a pool no bigger than the seats decides who sits, not where. Records
+        the drawn holders."""
         moved = self.h.set_pool(pool) if pool is not None else False
-        tx = self.h.as_(sender or self.h.deployer).draw(self.job_id, self.terms)
-        if moved and not tx.named("SlotAssigned") and tx.named("DrawPending"):
-            # The pool changed after the draw was armed, and a draw armed in an earlier
-            # epoch re-arms: draw from the new block.
-            tx = self.h.as_(sender or self.h.deployer).draw(self.job_id, self.terms)
+        drawer = to_checksum_address(sender or self.h.deployer)
+        for _attempt in range(100):
+            snapshot = self.h.tester.take_snapshot()
+            tx = self.h.as_(drawer).draw(self.job_id, self.terms)
+            if moved and not tx.named("SlotAssigned") and tx.named("DrawPending"):
+                # The pool changed after the draw was armed, and a draw armed in an earlier
+                # epoch re-arms: draw from the new block.
+                tx = self.h.as_(drawer).draw(self.job_id, self.terms)
+            if pool is None or not distinct or not tx.named("VoteAdded"):
+                break
+            # Undo it, and draw from the next epoch (the draw re-arms there, on a new hash).
+            self.h.tester.revert_to_snapshot(snapshot)
+            self.h._markets.pop(drawer, None)  # its sender counted the undone nonces
+            self.h.to_epoch_start()
+            moved = True
+        else:
+            raise AssertionError("no draw without a member drawn twice in 100 tries")
         for assigned in tx.named("SlotAssigned"):
             self.holders[int(assigned.args["slot"])] = to_checksum_address(assigned.args["provider"])
         return tx

@@ -101,6 +101,7 @@ class SlotView:
     price: int
     state: SlotState
     sealed: int
+    votes: int
 
 
 @dataclass
@@ -253,7 +254,9 @@ class MarketMachine(RuleBasedStateMachine):
                 assert isinstance(slot, dict)
                 sealed = r.read("_sealed", t.job_id, i)
                 provider = to_checksum_address(slot["provider"].to_bytes(20, "big"))
-                slots[t.job_id].append(SlotView(provider, slot["price"], SlotState(slot["state"]), int(sealed)))  # type: ignore[arg-type]
+                slots[t.job_id].append(
+                    SlotView(provider, slot["price"], SlotState(slot["state"]), int(sealed), 1 + slot["extraVotes"])  # type: ignore[arg-type,operator]
+                )
             bonds[t.job_id] = r.read("_challenges", t.job_id)["bond"]  # type: ignore[index]
             pools[t.job_id] = int(r.read("_slashPool", t.job_id))  # type: ignore[arg-type]
         stakes = {}
@@ -281,10 +284,10 @@ class MarketMachine(RuleBasedStateMachine):
         for job_id, count in zip(ids, counts, strict=True):
             slots[job_id] = []
             for _ in range(count):
-                w = out[at : at + 4]
-                at += 4
+                w = out[at : at + 5]  # provider, price, state, extraVotes, sealed
+                at += 5
                 provider = to_checksum_address(w[0].to_bytes(20, "big"))
-                slots[job_id].append(SlotView(provider, w[1], SlotState(w[2]), w[3]))
+                slots[job_id].append(SlotView(provider, w[1], SlotState(w[2]), w[4], 1 + w[3]))
         bonds = dict(zip(ids, out[at : at + n], strict=True))
         at += n
         pools = dict(zip(ids, out[at : at + n], strict=True))
@@ -639,12 +642,12 @@ class MarketMachine(RuleBasedStateMachine):
                 assert v.bonds[t.job_id] == 0 and v.pools[t.job_id] == 0
                 assert not [s for s in v.slots[t.job_id] if s.state in LIVE], f"job {t.job_id} holds live slots"
 
-        # Locks: locked stake is exactly the collateral of live slots.
+        # Locks: locked stake is exactly the collateral of live slots (one per vote).
         expected = dict.fromkeys(self.registered, 0)
         for t in self.jobs:
             for s in v.slots[t.job_id]:
                 if s.state in LIVE:
-                    expected[s.provider] += t.terms.collateral
+                    expected[s.provider] += t.terms.collateral * s.votes
         assert {p: locked for p, (_, locked) in v.stakes.items()} == expected
 
         # The verifier pool: each member weighs its whole stake while opted in and not

@@ -135,7 +135,11 @@ def test_escalation_verifiers_without_majority_fail_the_job(h: Harness) -> None:
 
 def test_escalation_unfilled_fails_the_job(h: Harness) -> None:
     run, _ = _escalated(h)
-    tx = run.draw(run.fresh(1))  # one eligible pool member for three seats
+    # One pool member for three seats, with the free stake for one collateral: it takes a
+    # seat, and cannot take the other two as votes.
+    member = h.outsiders[0]
+    h.as_(member).register(Capability.WASM, COLLATERAL + COLLATERAL // 2)  # joins the pool at the draw
+    tx = run.draw([member], distinct=False)
     assert names(tx) == ["SlotAssigned", "DrawPending"]
     assert (run.status, run.job.filled) == (JobStatus.OPEN, 1)
     tx = run.timeout_now()
@@ -282,7 +286,31 @@ def test_a_draw_reads_the_pool_as_it_stood_when_its_epoch_began(h: Harness) -> N
     h.as_(pool[0]).add_stake(10**18)
     tx = run.draw()
     assert tx.block_number // h.market.pool_epoch == armed // h.market.pool_epoch
-    assert len(events(tx, "SlotAssigned")) == 3
+    assert run.status == JobStatus.RUNNING
+    assert len(events(tx, "SlotAssigned")) + len(events(tx, "VoteAdded")) == 3
+
+
+def test_a_member_drawn_for_several_seats_holds_one_slot_with_a_vote_per_seat(h: Harness) -> None:
+    # Each seat is a weighted draw over the pool: splitting stake over accounts wins no more
+    # seats than one account. One member for three seats holds one slot with three votes.
+    run, _ = _escalated(h)
+    member = run.fresh(1)[0]
+    tx = run.draw([member], distinct=False)
+    assert names(tx) == ["SlotAssigned", "VoteAdded", "VoteAdded", "BiddingClosed"]
+    assert [e["votes"] for e in events(tx, "VoteAdded")] == [2, 3]
+    slot = h.market.slot(run.job_id, 4)
+    assert (slot.provider, slot.votes, run.job.filled) == (member, 3, 1)
+    assert h.provider(member).locked == 3 * COLLATERAL
+    run.commit(4, GOOD)
+    assert run.status == JobStatus.REVEALING  # one commit for all its votes
+    run.reveal(4)
+    tx = run.finalize()
+    # Three votes for GOOD decide; it is paid, and shares the slash pool, once per vote.
+    assert [e["slot"] for e in events(tx, "ProviderPaid")] == [0, 4]
+    assert [e["amount"] for e in events(tx, "ProviderPaid")] == [PAY, 3 * PAY]
+    share = 2 * COLLATERAL // 5
+    assert h.credit(member) == 3 * PAY + 3 * share
+    assert h.provider(member).locked == 0
 
 
 def test_the_audit_decision_is_taken_even_when_the_pool_moved(h: Harness) -> None:

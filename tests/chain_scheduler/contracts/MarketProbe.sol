@@ -14,7 +14,7 @@ contract MarketProbe {
     /// @param slotCounts Slots to read per job (same order as `jobIds`).
     /// @param providers Providers whose stake to read.
     /// @param accounts Accounts whose credit to read.
-    /// @return out One flat array, in this order: the 9 words of `getJob` per job; the 4
+    /// @return out One flat array, in this order: the 9 words of `getJob` per job; the 5
     /// words of `getSlot` per slot, job after job; `challengeBondOf` per job; `slashPoolOf`
     /// per job; free and locked stake per provider; `creditOf` per account.
     function read(
@@ -26,7 +26,7 @@ contract MarketProbe {
     ) public view returns (uint256[] memory out) {
         uint256 totalSlots;
         for (uint256 i = 0; i < slotCounts.length; ++i) totalSlots += slotCounts[i];
-        out = new uint256[](jobIds.length * 11 + totalSlots * 4 + providers.length * 2 + accounts.length);
+        out = new uint256[](jobIds.length * 11 + totalSlots * 5 + providers.length * 2 + accounts.length);
         uint256 at;
         for (uint256 i = 0; i < jobIds.length; ++i) {
             at = _copy(_view(market, abi.encodeWithSignature("getJob(uint256)", jobIds[i])), 9, out, at);
@@ -34,7 +34,7 @@ contract MarketProbe {
         for (uint256 i = 0; i < jobIds.length; ++i) {
             for (uint256 j = 0; j < slotCounts[i]; ++j) {
                 bytes memory data = abi.encodeWithSignature("getSlot(uint256,uint8)", jobIds[i], uint8(j));
-                at = _copy(_view(market, data), 4, out, at);
+                at = _copy(_view(market, data), 5, out, at);
             }
         }
         for (uint256 i = 0; i < jobIds.length; ++i) {
