@@ -94,6 +94,8 @@ class ProviderReceipt:
         seat: How it got its slot: ``"bid"`` (a main replica that bid for it),
             ``"lottery"`` (a main replica drawn by stake from a lottery's entrants),
             ``"audit"`` or ``"verify"`` (drawn by stake from the verifier pool).
+        votes: Seats of its round the slot holds: a verifier drawn for several seats
+            holds one slot with a vote per seat, and is paid ``price × units`` per vote.
     """
 
     provider: str
@@ -103,6 +105,7 @@ class ProviderReceipt:
     amount: Wei
     reported: int | None = None
     seat: str = "bid"
+    votes: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +151,7 @@ class JobReceipt:
     slashed: tuple[SlashRecord, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict, each provider with its ``price × units = amount`` check."""
+        """A JSON-ready dict, each provider with its ``price × units × votes = amount`` check."""
         return {
             "job_id": self.job_id,
             "result_cid": self.result_cid,
@@ -159,9 +162,10 @@ class JobReceipt:
             "providers": [
                 {
                     "provider": p.provider, "slot": p.slot, "price": p.price, "units": p.units,
-                    "reported_usage": p.reported, "amount": p.amount, "formula": f"{p.price} x {p.units}",
-                    "seat": p.seat,
-                    "checks": p.amount == p.price * p.units,
+                    "reported_usage": p.reported, "amount": p.amount,
+                    "formula": f"{p.price} x {p.units}" + (f" x {p.votes}" if p.votes > 1 else ""),
+                    "seat": p.seat, "votes": p.votes,
+                    "checks": p.amount == p.price * p.units * p.votes,
                 }
                 for p in self.providers
             ],
@@ -646,7 +650,7 @@ class JobHandle:
         >>> job.wait(timeout=120, until=JobStatus.FINALIZED)
         >>> outputs = job.fetch(Path("out"))
         >>> for p in job.receipt().providers:
-        ...     assert p.amount == p.price * p.units
+        ...     assert p.amount == p.price * p.units * p.votes
     """
 
     def __init__(self, *, client: Client, job_id: JobId, from_block: int = 0, spec_cid: str | None = None) -> None:
@@ -824,7 +828,7 @@ class JobHandle:
     def receipt(self) -> JobReceipt:
         """Who was paid what, at which price for how many units, and the result's consensus receipt.
 
-        Everything comes from the chain (``SlotAssigned``, ``ProviderPaid``,
+        Everything comes from the chain (``SlotAssigned``, ``VoteAdded``, ``ProviderPaid``,
         ``JobFinalized``) and the accepted result's ``receipt.json``, so anyone can
         check what was paid and why.
 
@@ -848,6 +852,7 @@ class JobHandle:
             names=(
                 "JobPosted",
                 "SlotAssigned",
+                "VoteAdded",
                 "ResultRevealed",
                 "ResultSealed",
                 "SlotSlashed",
@@ -858,6 +863,7 @@ class JobHandle:
         )
         prices: dict[tuple[int, str], int] = {}
         seats: dict[tuple[int, str], str] = {}
+        votes: dict[tuple[int, str], int] = {}
         lottery = market.terms_of(self.job_id).lottery
         usage: dict[tuple[int, str], int] = {}
         providers: list[ProviderReceipt] = []
@@ -871,6 +877,9 @@ class JobHandle:
                 # A reopened slot is assigned again: the latest assignment is the one paid.
                 prices[(int(a["slot"]), str(a["provider"]))] = int(a["price"])
                 seats[(int(a["slot"]), str(a["provider"]))] = _seat(Round(int(a["round"])), lottery)
+                votes[(int(a["slot"]), str(a["provider"]))] = 1
+            elif event.name == "VoteAdded":
+                votes[(int(a["slot"]), str(a["provider"]))] = int(a["votes"])
             elif event.name in ("ResultRevealed", "ResultSealed"):
                 usage[(int(a["slot"]), str(a["provider"]))] = int(a["usage"])
             elif event.name == "SlotSlashed":
@@ -893,6 +902,7 @@ class JobHandle:
                         amount=Wei(int(a["amount"])),
                         reported=usage.get((slot, provider)),
                         seat=seats.get((slot, provider), "bid"),
+                        votes=votes.get((slot, provider), 1),
                     )
                 )
             elif event.name == "JobFinalized":

@@ -547,6 +547,11 @@ class ProviderNode:
                     self._joined(job_id)
                 elif Round(event.args["round"]) != Round.MAIN or self._is_entrant(job_id):
                     self._drawn(job_id, int(event.args["slot"]), Round(event.args["round"]))
+            elif event.name == "VoteAdded" and job_id is not None:
+                if to_checksum_address(event.args["provider"]) == self.address:
+                    # Nothing more to run: the slot commits and reveals once for all its votes.
+                    logger.info("job_id=%s drawn for another seat: slot %d holds %d votes (a collateral per vote)",
+                                job_id, int(event.args["slot"]), int(event.args["votes"]))  # fmt: skip
             elif event.name == "ProviderRegistered":
                 self._providers.add(to_checksum_address(event.args["provider"]))
                 for watch in self._watched(WatchKind.LEFT):
@@ -651,6 +656,7 @@ class ProviderNode:
             self._unwatch(job_id, WatchKind.DRAW)
             self._draw_seen.pop(job_id, None)
             seats = [f"{e.args['slot']}:{e.args['provider']}" for e in result.named("SlotAssigned")]
+            seats += [f"{e.args['slot']}:{e.args['provider']}x{e.args['votes']}" for e in result.named("VoteAdded")]
             epoch = self.market.pool_epoch
             if not seats and result.named("DrawPending") and watch.count // epoch == result.block_number // epoch:
                 # Nobody eligible in the pool yet: re-armed. Do not spend a transaction per poll.
@@ -1172,11 +1178,11 @@ class ProviderNode:
         record = self._record(job_id)
         if record is None or record.result_cid is None or not terms.reveals_sealed(job.winner):
             return False
+        if self._held(job_id, "publish"):
+            return True  # a refused attempt: it passed the checks below, no need to read the chain again
         if self.market.slot(job_id, job.winner).result_digest != result_hash(record.result_cid)[:24]:
             return False  # not the accepted result, or not the result on record (a reused id)
         if record.slot != job.winner and self._clock.now() < job.deadline + self._keeper_grace(job_id):
-            return True
-        if self._held(job_id, "publish"):
             return True
         try:
             self.market.publish(job_id, record.result_cid, terms)

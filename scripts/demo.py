@@ -476,7 +476,7 @@ def print_payments(console: Console, outcomes: Sequence[JobOutcome], names: Name
         table.add_column(col, justify="left" if col in ("provider",) else "right")
     for o in outcomes:
         for p in o.receipt.providers:
-            ok = "[green]= price x units[/]" if p.amount == p.price * p.units else "[red]MISMATCH[/]"
+            ok = "[green]= price x units[/]" if p.amount == p.price * p.units * p.votes else "[red]MISMATCH[/]"
             table.add_row(
                 str(o.handle.job_id),
                 names(p.provider),
@@ -566,7 +566,7 @@ def print_gas(console: Console, lines: Sequence[GasLine], *, jobs: int) -> None:
 
 def print_verdict(console: Console, outcomes: Sequence[JobOutcome], names: Names) -> None:
     caught = sum(1 for o in outcomes if any(names(p).endswith("(CHEAT)") for p, _, _ in o.slashed))
-    fair = all(p.amount == p.price * p.units for o in outcomes for p in o.receipt.providers)
+    fair = all(p.amount == p.price * p.units * p.votes for o in outcomes for p in o.receipt.providers)
     honest_paid = all(not names(p.provider).endswith("(CHEAT)") for o in outcomes for p in o.receipt.providers)
     console.print(
         f"[bold]verdict[/]: the cheat was slashed in {caught} of {len(outcomes)} jobs and paid in none"

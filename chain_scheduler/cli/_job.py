@@ -412,15 +412,15 @@ def receipt(
         f"{consensus.get('exit_code', '?')}, {consensus.get('usage', '?')} {consensus.get('units', 'units')}"
     )
     typer.echo(
-        f"{'provider':<42} {'slot':>4} {'seat':>7} {'price':>7} {'paid units':>12} {'reported':>12} "
+        f"{'provider':<42} {'slot':>4} {'seat':>7} {'votes':>5} {'price':>7} {'paid units':>12} {'reported':>12} "
         f"{'amount (wei)':>14}"
     )
     for p in data["providers"]:
-        check = "" if p["checks"] else "  (!= price x units)"
+        check = "" if p["checks"] else "  (!= price x units x votes)"
         reported = "-" if p["reported_usage"] is None else p["reported_usage"]
         typer.echo(
-            f"{p['provider']:<42} {p['slot']:>4} {p['seat']:>7} {p['price']:>7} {p['units']:>12} {reported:>12} "
-            f"{p['amount']:>14}{check}"
+            f"{p['provider']:<42} {p['slot']:>4} {p['seat']:>7} {p['votes']:>5} {p['price']:>7} {p['units']:>12} "
+            f"{reported:>12} {p['amount']:>14}{check}"
         )
     for x in data["slashed"]:
         typer.echo(f"slashed {x['provider']} slot {x['slot']}: {x['amount']} wei of collateral")

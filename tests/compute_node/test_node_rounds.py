@@ -86,7 +86,7 @@ class Daemon(test_node.Daemon):
 
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
-    with test_node.market_on_anvil(tmp_path_factory.mktemp("node-rounds"), accounts=24) as c:
+    with test_node.market_on_anvil(tmp_path_factory.mktemp("node-rounds"), accounts=26) as c:
         yield c
 
 
@@ -115,10 +115,16 @@ def _node_cgroup_parents() -> list[Path]:
     return [p for p in (*root.glob(f"*/{NODE_CGROUP_PARENT}"), root / NODE_CGROUP_PARENT) if p.is_dir()]
 
 
-def register(chain: Chain, capabilities: Capability, *indexes: int) -> None:
+#: Stake for one collateral and a half: a pool member drawn for a second seat of a round
+#: would gain a vote in its slot, so with more stake a pool of three could fill three seats
+#: with two members. These tests want three verifiers.
+ONE_SEAT = COLLATERAL * 3 // 2
+
+
+def register(chain: Chain, capabilities: Capability, *indexes: int, stake: int = ETH) -> None:
     for i in indexes:
         provider = chain.market.with_account(devnet_account(i))
-        provider.register(capabilities, ETH)
+        provider.register(capabilities, stake)
 
 
 def events(chain: Chain, job_id: int, name: str) -> list[dict[str, object]]:
@@ -198,7 +204,7 @@ def test_disagreeing_main_replicas_escalate_to_fresh_verifiers_who_decide(
     # are the verifier pool
     test_node.empty_pool(chain)
     register(chain, Capability.WASM, 5, 6, 7)
-    register(chain, Capability.WASM | Capability.VERIFIER, 8, 9, 10)
+    register(chain, Capability.WASM | Capability.VERIFIER, 8, 9, 10, stake=ONE_SEAT)
     honest = Daemon(chain=chain, index=5, name="honest5").start()
     wrong = Daemon(chain=chain, index=6, name="wrong6", behaviour="wrong").start()
     lazy = Daemon(chain=chain, index=7, name="lazy7", behaviour="lazy").start()
@@ -256,7 +262,7 @@ def test_a_client_challenge_of_a_wrong_result_is_upheld_by_fresh_verifiers(
     # Given a k=1 job with three verifiers whose only replica is wrong, and a pool of three
     test_node.empty_pool(chain)
     register(chain, Capability.WASM, 11)
-    register(chain, Capability.WASM | Capability.VERIFIER, 12, 13, 14)
+    register(chain, Capability.WASM | Capability.VERIFIER, 12, 13, 14, stake=ONE_SEAT)
     cheat = Daemon(chain=chain, index=11, name="wrong11", behaviour="wrong").start()
     daemons.append(cheat)
     job_id, terms = post_wordcount_job(chain, wasm_examples, k=1, m=1, verifiers=3, challenge_window=30)
@@ -305,13 +311,59 @@ def test_a_client_challenge_of_a_wrong_result_is_upheld_by_fresh_verifiers(
     assert "behaviour=wrong" in cheat.log()
 
 
+def test_a_verifier_drawn_for_every_seat_runs_once_and_is_paid_per_vote(
+    chain: Chain, daemons: list[test_node.Daemon], wasm_examples: dict[str, Path]
+) -> None:
+    # Given a k=1 job with three verifiers whose only replica is wrong, and a pool of one daemon
+    test_node.empty_pool(chain)
+    register(chain, Capability.WASM, 23)
+    register(chain, Capability.WASM | Capability.VERIFIER, 24)
+    cheat = Daemon(chain=chain, index=23, name="wrong23", behaviour="wrong").start()
+    daemons.append(cheat)
+    job_id, terms = post_wordcount_job(chain, wasm_examples, k=1, m=1, verifiers=3, challenge_window=30)
+    wait_for("the cheat to take the slot", lambda: chain.market.job(job_id).status != JobStatus.OPEN, daemons=daemons)
+    verifier = Daemon(chain=chain, index=24, name="verifier24").start()
+    daemons.append(verifier)
+    wait_for(f"job {job_id} to succeed", lambda: chain.market.job(job_id).status == JobStatus.SUCCEEDED,
+             timeout=60, daemons=daemons)  # fmt: skip
+
+    # When the client challenges
+    chain.market.with_account(devnet_account(1)).challenge(job_id, terms)
+
+    # Then the only pool member is drawn for all three seats: one slot with three votes, whose
+    # single run, commit and reveal decide the round, and which is paid once per vote
+    wait_for(f"job {job_id} to be finalized", lambda: chain.market.job(job_id).status == JobStatus.FINALIZED,
+             timeout=90, daemons=daemons)  # fmt: skip
+    held = [s for s in chain.market.slots(job_id, terms)[terms.k + 1 :] if s.provider == verifier.address]
+    assert [s.votes for s in held] == [3]
+    assert [args["votes"] for args in events(chain, job_id, "VoteAdded")] == [2, 3]
+    assert [args["provider"] for args in events(chain, job_id, "ResultCommitted")] == [cheat.address, verifier.address]
+    assert f"slot {held[0].index} holds 3 votes" in verifier.log()
+    assert events(chain, job_id, "JobFinalized")[0]["challengeUpheld"] is True
+    paid = by_provider(chain, job_id, "ProviderPaid")
+    assert set(paid) == {verifier.address}
+    units = int(str(paid[verifier.address]["units"]))
+    assert paid[verifier.address]["amount"] == terms.max_price * units * 3
+    assert [args["amount"] for args in events(chain, job_id, "SlotSlashed")] == [COLLATERAL]
+    assert chain.market.provider(verifier.address).locked == 0
+
+    # And the receipt says how it got its seats and why it was paid that much
+    sdk = Client(w3=chain.w3, contract=chain.market.address, key=devnet_account(1), store=f"local:{chain.store_path}")
+    with sdk.connect():
+        receipt = JobHandle(client=sdk, job_id=JobId(job_id)).receipt()
+    [p] = receipt.providers
+    assert (p.provider, p.seat, p.votes, p.amount) == (verifier.address, "verify", 3, p.price * p.units * 3)
+    [shown] = receipt.to_json()["providers"]
+    assert (shown["votes"], shown["checks"], shown["formula"]) == (3, True, f"{p.price} x {p.units} x 3")
+
+
 def test_a_copycat_verifier_has_nothing_to_copy_and_loses_its_collateral(
     chain: Chain, daemons: list[test_node.Daemon], wasm_examples: dict[str, Path]
 ) -> None:
     # Given a right k=1 result of a job with three verifiers, revealed sealed
     test_node.empty_pool(chain)
     register(chain, Capability.WASM, 15)
-    register(chain, Capability.WASM | Capability.VERIFIER, 16, 17, 18)
+    register(chain, Capability.WASM | Capability.VERIFIER, 16, 17, 18, stake=ONE_SEAT)
     main = Daemon(chain=chain, index=15, name="main15").start()
     daemons.append(main)
     job_id, terms = post_wordcount_job(chain, wasm_examples, k=1, m=1, verifiers=3, challenge_window=30)
@@ -343,7 +395,7 @@ def test_a_copycat_verifier_has_nothing_to_copy_and_loses_its_collateral(
              timeout=90, daemons=daemons)  # fmt: skip
     assert "copycat: the sealed main result left nothing to reveal" in copycat.log()
     assert [args["provider"] for args in events(chain, job_id, "SlotSlashed")] == [copycat.address]
-    assert chain.market.provider(copycat.address).free == ETH - COLLATERAL
+    assert chain.market.provider(copycat.address).free == ONE_SEAT - COLLATERAL
     assert copycat.address not in by_provider(chain, job_id, "ProviderPaid")
     # And the honest verifiers confirm the result: the challenge fails, everyone honest is paid
     finalized = events(chain, job_id, "JobFinalized")[0]
