@@ -350,8 +350,14 @@ abstract contract ChainSchedulerBase is IChainSchedulerTypes {
             }
             ++votes;
         }
-        if (votes == count) _closeBidding(jobId, job, terms);
-        else _armDraw(jobId, job.round);
+        if (votes < count) {
+            _armDraw(jobId, job.round);
+            return;
+        }
+        _closeBidding(jobId, job, terms);
+        // A redraw whose votes all went to verifiers that have committed leaves nobody to
+        // commit: the reveals begin now, not at the commit deadline.
+        if (job.round == Round.Verify && job.committed == job.filled) _closeCommits(jobId, job, terms);
     }
 
     /// @dev The live slot `member` holds in [first, end), else the first seat nobody holds

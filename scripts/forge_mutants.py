@@ -292,6 +292,12 @@ MUTANTS: Final[Sequence[Mutant]] = (
         mutated="        for (uint256 i = 0; i < first + 16; ++i) {\n            if (_slots[jobId][i].provider == cand",
     ),
     Mutant(
+        name="redraw-of-votes-waits",
+        bug="a redraw that only added votes to committed verifiers leaves the round waiting for commits",
+        original="if (job.round == Round.Verify && job.committed == job.filled) _closeCommits(jobId, job, terms);",
+        mutated="",
+    ),
+    Mutant(
         name="verify-round-not-armed",
         bug="opening a verify round does not arm its draw: it uses an older block hash, known to the challenger",
         original="        if (round == Round.Verify) _armDraw(jobId, round);\n",

@@ -950,25 +950,32 @@ contract AttacksTest is AttackBase {
     // Splitting stake over accounts does not change an operator's share of (single) seats.
     uint256 internal constant JOBS = 300;
 
+    /// @dev A fresh market whose verifier pool is `others` accounts of `otherStake` each and an
+    /// operator's `operatorStake`, in one account or in four of a quarter each; a main provider
+    /// and a client outside the pool, so every member is eligible for their jobs.
+    function _operatorMarket(uint256 others, uint256 otherStake, bool split, uint256 operatorStake)
+        internal
+        returns (address[] memory operator, address client, address[] memory mains)
+    {
+        _newMarket();
+        _registerAll(_accounts("other", others), WASM | verifier, otherStake);
+        operator = _accounts(split ? "split" : "whole", split ? 4 : 1);
+        _registerAll(operator, WASM | verifier, split ? operatorStake / 4 : operatorStake);
+        mains = new address[](1);
+        mains[0] = _account("main");
+        _register(mains[0], WASM, 10 ether);
+        client = _account("client");
+    }
+
     /// @dev The auditor seats an operator with 20 ether wins over JOBS audits, against 8 others
     /// of 10 ether (20% of the eligible stake), holding it in one account or in four of 5 ether.
     function _operatorSeats(bool split, bytes32 label) internal returns (uint256 seats) {
-        _newMarket();
-        address[] memory others = _accounts("other", 8);
-        _registerAll(others, WASM | verifier, 10 ether);
-        address[] memory operator = _accounts(split ? "split" : "whole", split ? 4 : 1);
-        _registerAll(operator, WASM | verifier, split ? 5 ether : 20 ether);
-        // The main provider and the client are outside the pool, so every member is eligible.
-        address main = _account("main");
-        _register(main, WASM, 10 ether);
-        address client = _account("client");
-        address[] memory mains = new address[](1);
-        mains[0] = main;
+        (address[] memory operator, address client, address[] memory mains) = _operatorMarket(8, 10 ether, split, 20 ether);
         for (uint256 n = 0; n < JOBS; ++n) {
             // Collateral 1 gwei: seats never run anyone out of free stake, so shares stay put.
             IChainSchedulerTypes.JobTerms memory t = _terms(client, 1, 1, 1, 10_000, 1 gwei);
             uint256 jobId = _post(t);
-            _bid(jobId, t, main);
+            _bid(jobId, t, mains[0]);
             _commit(jobId, t, 0, HONEST);
             _drawNextBlock(jobId, t, keccak256(abi.encode(label, n)));
             if (_isIn(_holder(jobId, 1), operator)) ++seats;
@@ -997,17 +1004,8 @@ contract AttacksTest is AttackBase {
     /// @dev The votes an operator with half the eligible stake (20 ether, in one account or in
     /// four of 5 ether, against four others of 5 ether) wins over 100 challenges of 3 seats.
     function _operatorVotes(bool split, bytes32 label) internal returns (uint256 votes) {
-        _newMarket();
-        address[] memory others = _accounts("other", 4);
-        _registerAll(others, WASM | verifier, 5 ether);
-        address[] memory operator = _accounts(split ? "split" : "whole", split ? 4 : 1);
-        _registerAll(operator, WASM | verifier, split ? 5 ether : 20 ether);
-        address main = _account("main");
-        _register(main, WASM, 10 ether);
-        address client = _account("client");
+        (address[] memory operator, address client, address[] memory mains) = _operatorMarket(4, 5 ether, split, 20 ether);
         VM.deal(client, 1 ether);
-        address[] memory mains = new address[](1);
-        mains[0] = main;
         for (uint256 n = 0; n < 100; ++n) {
             // Collateral 1 gwei: seats never run anyone out of free stake, so shares stay put.
             IChainSchedulerTypes.JobTerms memory t = _terms(client, 1, 1, 3, 0, 1 gwei);
@@ -1077,6 +1075,47 @@ contract AttacksTest is AttackBase {
         _true("by the member that is left, in the first seat free", _holder(jobId, 2) == late);
         _eq("with every vote", _votes(jobId, 2), 3);
         _eq("the slashed one holds none", _votes(jobId, 3) + _votes(jobId, 4), 0);
+    }
+
+    /// @notice A seat redrawn after a missed commit can go, as a vote, to a verifier that has
+    /// committed. When every vote of the round is then held by committed verifiers, nobody is
+    /// left to commit: the reveals begin at once instead of after the commit deadline.
+    function test_aRedrawThatOnlyAddsVotesToCommittedVerifiersOpensTheReveals() public {
+        // Three verifiers with the stake for one seat each: the first draw seats all three.
+        address[] memory pool = _accounts("verifier", 3);
+        _registerAll(pool, WASM | verifier, 1.5 ether);
+        address main = _account("main");
+        _register(main, WASM, 10 ether);
+        address client = _account("client");
+        IChainSchedulerTypes.JobTerms memory t = _terms(client, 1, 1, 3, 0, 1 ether);
+        t.challengeWindow = 1 hours;
+        uint256 jobId = _post(t);
+        address[] memory mains = new address[](1);
+        mains[0] = main;
+        _runMain(jobId, t, mains);
+        _as(client, t.collateral, abi.encodeCall(IChainScheduler.challenge, (jobId, t)));
+        _drawNextBlock(jobId, t, 0);
+        _eq("three verifiers", _job(jobId).filled, 3);
+        // Seats 2 and 3 commit, seat 4 misses its commit; the two that committed add stake.
+        _commit(jobId, t, 2, HONEST);
+        _commit(jobId, t, 3, HONEST);
+        address lazy = _holder(jobId, 4);
+        _warpPast(_job(jobId).deadline);
+        market.timeout(jobId, t);
+        _as(_holder(jobId, 2), 10 ether, abi.encodeCall(IChainScheduler.addStake, ()));
+        _as(_holder(jobId, 3), 10 ether, abi.encodeCall(IChainScheduler.addStake, ()));
+        _drawNextBlock(jobId, t, 0);
+        _eq("the redrawn seat is a vote of a committed verifier", _votes(jobId, 2) + _votes(jobId, 3), 3);
+        _eq("the lazy one holds nothing", _votes(jobId, 4), 0);
+        _eq("nobody left to commit: reveals open", uint8(_job(jobId).status), uint8(IChainSchedulerTypes.JobStatus.Revealing));
+        _reveal(jobId, t, 2, HONEST);
+        _reveal(jobId, t, 3, HONEST);
+        _eq("decided", uint8(_job(jobId).status), uint8(IChainSchedulerTypes.JobStatus.Succeeded));
+        market.finalize(jobId, t);
+        // Three winning votes and the main replica share the lazy one's collateral with the client.
+        uint256 share = 1 ether / 5;
+        _eq("paid per vote", market.creditOf(_holder(jobId, 2)) + market.creditOf(_holder(jobId, 3)), 3 * (PAY + share));
+        _eq("the lazy verifier lost its collateral", _stake(lazy), 0.5 ether);
     }
 
     /// @dev A k = 1 job with 3 verifiers (collateral 1 ether) whose honest result is challenged;
