@@ -773,7 +773,10 @@ class JobHandle:
                 to be published.
             ChainSchedulerError: no reveal matches the sealed digest (wrong contract, pruned logs).
         """
-        job = self.status()
+        return self._result_cid(self.status())
+
+    def _result_cid(self, job: Job) -> str:
+        """:meth:`result_cid`, for the job as ``job`` (its status, read once) has it."""
         if job.status in _ENDED_BADLY:
             raise self._failure(job.status)
         if job.status not in (JobStatus.SUCCEEDED, JobStatus.FINALIZED):
@@ -981,7 +984,7 @@ class JobHandle:
         if job.status != JobStatus.SUCCEEDED or not self.terms().reveals_sealed(job.winner):
             return False
         try:
-            self.result_cid()
+            self._result_cid(job)
         except errors.SealError:
             return True
         return False
