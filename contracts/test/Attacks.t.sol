@@ -873,22 +873,32 @@ contract AttacksTest is AttackBase {
 
     // ======================================================= drawn seat missed
     // A drawn verifier that misses its commit is slashed and its seat redrawn.
-    function test_drawnVerifierMissingItsCommitIsSlashedAndRedrawn() public {
-        address[] memory pool = _accounts("verifier", 6);
-        // Free stake for one collateral each: no verifier can take a second vote, so the three
-        // seats are three verifiers and the redraw must seat a fourth.
-        _registerAll(pool, WASM | verifier, 1.5 ether);
-        address main = _account("main");
+
+    /// @dev Register `pool` as verifiers with `stake` each, then a main provider (10 ether, not
+    /// in the pool) runs a k = 1 job with 3 verifiers (collateral 1 ether, challenge window an
+    /// hour) right; its client challenges, and a keeper draws the seats a block later.
+    function _challengedJob(address[] memory pool, uint256 stake)
+        internal
+        returns (uint256 jobId, IChainSchedulerTypes.JobTerms memory t, address main, address client)
+    {
+        _registerAll(pool, WASM | verifier, stake);
+        main = _account("main");
         _register(main, WASM, 10 ether);
-        address client = _account("client");
-        IChainSchedulerTypes.JobTerms memory t = _terms(client, 1, 1, 3, 0, 1 ether);
+        client = _account("client");
+        t = _terms(client, 1, 1, 3, 0, 1 ether);
         t.challengeWindow = 1 hours;
-        uint256 jobId = _post(t);
+        jobId = _post(t);
         address[] memory mains = new address[](1);
         mains[0] = main;
         _runMain(jobId, t, mains);
         _as(client, t.collateral, abi.encodeCall(IChainScheduler.challenge, (jobId, t)));
         _drawNextBlock(jobId, t, 0);
+    }
+    function test_drawnVerifierMissingItsCommitIsSlashedAndRedrawn() public {
+        address[] memory pool = _accounts("verifier", 6);
+        // Free stake for one collateral each: no verifier can take a second vote, so the three
+        // seats are three verifiers and the redraw must seat a fourth.
+        (uint256 jobId, IChainSchedulerTypes.JobTerms memory t, address main, address client) = _challengedJob(pool, 1.5 ether);
 
         // Seats 2..4: the first two commit, the third never does.
         address lazy = _holder(jobId, 4);
@@ -1082,19 +1092,7 @@ contract AttacksTest is AttackBase {
     /// left to commit: the reveals begin at once instead of after the commit deadline.
     function test_aRedrawThatOnlyAddsVotesToCommittedVerifiersOpensTheReveals() public {
         // Three verifiers with the stake for one seat each: the first draw seats all three.
-        address[] memory pool = _accounts("verifier", 3);
-        _registerAll(pool, WASM | verifier, 1.5 ether);
-        address main = _account("main");
-        _register(main, WASM, 10 ether);
-        address client = _account("client");
-        IChainSchedulerTypes.JobTerms memory t = _terms(client, 1, 1, 3, 0, 1 ether);
-        t.challengeWindow = 1 hours;
-        uint256 jobId = _post(t);
-        address[] memory mains = new address[](1);
-        mains[0] = main;
-        _runMain(jobId, t, mains);
-        _as(client, t.collateral, abi.encodeCall(IChainScheduler.challenge, (jobId, t)));
-        _drawNextBlock(jobId, t, 0);
+        (uint256 jobId, IChainSchedulerTypes.JobTerms memory t,,) = _challengedJob(_accounts("verifier", 3), 1.5 ether);
         _eq("three verifiers", _job(jobId).filled, 3);
         // Seats 2 and 3 commit, seat 4 misses its commit; the two that committed add stake.
         _commit(jobId, t, 2, HONEST);
@@ -1121,19 +1119,9 @@ contract AttacksTest is AttackBase {
     /// @dev A k = 1 job with 3 verifiers (collateral 1 ether) whose honest result is challenged;
     /// the pool's only eligible member (10 ether) is drawn for all three seats.
     function _soloChallenge() internal returns (uint256 jobId, IChainSchedulerTypes.JobTerms memory t, address solo) {
-        solo = _account("solo");
-        _register(solo, WASM | verifier, 10 ether);
-        address main = _account("main");
-        _register(main, WASM, 10 ether);
-        address client = _account("client");
-        t = _terms(client, 1, 1, 3, 0, 1 ether);
-        t.challengeWindow = 1 hours;
-        jobId = _post(t);
-        address[] memory mains = new address[](1);
-        mains[0] = main;
-        _runMain(jobId, t, mains);
-        _as(client, t.collateral, abi.encodeCall(IChainScheduler.challenge, (jobId, t)));
-        _drawNextBlock(jobId, t, 0);
+        address[] memory pool = _accounts("solo", 1);
+        solo = pool[0];
+        (jobId, t,,) = _challengedJob(pool, 10 ether);
         _eq("every seat held", uint8(_job(jobId).status), uint8(IChainSchedulerTypes.JobStatus.Running));
     }
 
@@ -1621,19 +1609,7 @@ contract AttacksTest is AttackBase {
     /// Fix direction: remember every provider that ever held a slot of the job (e.g. a per-job
     /// mapping set in bid and _fillSeats), or keep Slashed records in place and use fresh slots.
     function test_slashedVerifierIsNotRedrawnIntoItsRound() public {
-        address[] memory pool = _accounts("verifier", 4);
-        _registerAll(pool, WASM | verifier, 10 ether);
-        address main = _account("main");
-        _register(main, WASM, 10 ether);
-        address client = _account("client");
-        IChainSchedulerTypes.JobTerms memory t = _terms(client, 1, 1, 3, 0, 1 ether);
-        t.challengeWindow = 1 hours;
-        uint256 jobId = _post(t);
-        address[] memory mains = new address[](1);
-        mains[0] = main;
-        _runMain(jobId, t, mains);
-        _as(client, t.collateral, abi.encodeCall(IChainScheduler.challenge, (jobId, t)));
-        _drawNextBlock(jobId, t, 0);
+        (uint256 jobId, IChainSchedulerTypes.JobTerms memory t,,) = _challengedJob(_accounts("verifier", 4), 10 ether);
         // The first seat's verifier, and any other that is not it but one, miss their commit.
         address a = _holder(jobId, 2);
         for (uint256 slot = 4; slot > 2; --slot) {
