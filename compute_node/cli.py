@@ -14,6 +14,7 @@ public devnet mnemonic, and is never printed.
 from __future__ import annotations
 
 import enum
+import importlib.metadata
 import json
 import logging
 import os
@@ -48,6 +49,25 @@ logger = logging.getLogger("compute_node.cli")
 app = typer.Typer(no_args_is_help=True, help="chain-scheduler provider node.")
 exec_app = typer.Typer(no_args_is_help=True, help="Run a job locally in a sandbox, without the chain.")
 app.add_typer(exec_app, name="exec")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        try:
+            version = importlib.metadata.version("chain-scheduler")
+        except importlib.metadata.PackageNotFoundError:
+            version = "unknown"
+        typer.echo(f"compute-node {version}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """chain-scheduler provider node."""
 
 
 class ExitCode(enum.IntEnum):

@@ -19,7 +19,7 @@ from typing import Annotated
 import typer
 
 from chain_scheduler import Market
-from chain_scheduler.cli._common import DEFAULT_RPC, ExitCode, JsonOpt, connect, emit, exit_on_error
+from chain_scheduler.cli._common import DEFAULT_RPC, ExitCode, JsonOpt, VersionOpt, connect, emit, exit_on_error
 from chain_scheduler.cli._devnet import app as devnet_app
 from chain_scheduler.cli._job import app as job_app
 from chain_scheduler.cli._provider import account_app, provider_app
@@ -35,6 +35,11 @@ app.add_typer(account_app, name="account")
 app.add_typer(contract_app, name="contract")
 
 __all__ = ["ExitCode", "app", "main"]
+
+
+@app.callback()
+def _root(version: VersionOpt = False) -> None:
+    """chain-scheduler: a verifiable compute market on Ethereum."""
 
 
 @contract_app.command("deploy")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import importlib.metadata
 import json
 import sys
 import tempfile
@@ -32,6 +33,8 @@ from typing import Annotated, Any
 
 import typer
 from eth_account.signers.local import LocalAccount
+from eth_typing import ChecksumAddress
+from eth_utils.address import is_hex_address, to_checksum_address
 from web3 import Web3
 
 from chain_scheduler import errors
@@ -57,6 +60,24 @@ class ExitCode(enum.IntEnum):
     INVALID_SPEC = 6
 
 
+def package_version() -> str:
+    """The installed chain-scheduler distribution's version ("unknown" when run from a bare tree)."""
+    try:
+        return importlib.metadata.version("chain-scheduler")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"chainsched {package_version()}")
+        raise typer.Exit()
+
+
+VersionOpt = Annotated[
+    bool,
+    typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+]
 RpcOpt = Annotated[
     str | None,
     typer.Option("--rpc", envvar="CHAINSCHED_RPC", help="Chain node JSON-RPC endpoint \\[default: the devnet's]."),
@@ -207,26 +228,43 @@ def signer(w3: Web3, account: int | None, key_file: Path | None, key_env: str | 
         )
 
 
-def require_contract(ends: Endpoints) -> str:
-    """The contract address, or exit 2 saying how to give one."""
+def require_contract(ends: Endpoints) -> ChecksumAddress:
+    """The contract address, or exit 2 saying how to give one, or that it is not an address."""
     if not ends.contract:
         raise fail(
             ExitCode.USAGE,
             "no contract address: pass --contract, set CHAINSCHED_CONTRACT, or start a devnet (chainsched devnet up)",
         )
-    return ends.contract
+    if not is_hex_address(ends.contract):
+        raise fail(ExitCode.USAGE, f"--contract {ends.contract!r} is not an address (0x and 40 hex digits)")
+    return to_checksum_address(ends.contract)
+
+
+def deployed_contract(w3: Web3, ends: Endpoints) -> ChecksumAddress:
+    """:func:`require_contract`, with code behind it on the chain; exit 2 when there is none."""
+    address = require_contract(ends)
+    with exit_on_error():
+        code = rpc_call(lambda: w3.eth.get_code(address))
+    if not code:
+        raise fail(
+            ExitCode.USAGE,
+            f"no contract at {address} on the chain at {ends.rpc}: check --contract "
+            "(a devnet started afresh deploys a new one; `chainsched devnet status` shows it)",
+        )
+    return address
 
 
 def reader(ends: Endpoints) -> Market:
     """A read-only binding (it never signs)."""
-    return Market(w3=connect(ends.rpc), address=require_contract(ends), account=ZERO_ADDRESS)
+    w3 = connect(ends.rpc)
+    return Market(w3=w3, address=deployed_contract(w3, ends), account=ZERO_ADDRESS)
 
 
 def market(ends: Endpoints, account: int | None, key_file: Path | None, key_env: str | None) -> Market:
     """A binding that signs with the chosen key."""
     w3 = connect(ends.rpc)
     key = signer(w3, account, key_file, key_env)
-    return Market(w3=w3, address=require_contract(ends), account=key)
+    return Market(w3=w3, address=deployed_contract(w3, ends), account=key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,7 +295,7 @@ def client(ends: Endpoints, keys: KeyChoice | None = None, *, need_store: bool =
             # A command that reads only the chain still gets a store object: an empty, throwaway one.
             store = "local:" + stack.enter_context(tempfile.TemporaryDirectory(prefix="chainsched-nostore-"))
         with exit_on_error():
-            sdk = Client(w3=w3, contract=require_contract(ends), key=key, store=store).connect()
+            sdk = Client(w3=w3, contract=deployed_contract(w3, ends), key=key, store=store).connect()
         stack.callback(sdk.close)
         with exit_on_error():
             yield sdk

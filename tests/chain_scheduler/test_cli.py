@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import io
 import json
 import subprocess
@@ -66,6 +67,27 @@ def test_deploy_then_status_of_a_posted_and_an_unknown_job(node: Anvil) -> None:
     unknown = runner.invoke(app, ["job", "status", "99", "--rpc", node.url, "--contract", address, "--json"])
     assert unknown.exit_code == ExitCode.UNKNOWN_JOB
     assert "Job 99 does not exist" in unknown.output
+
+
+def test_a_malformed_or_undeployed_contract_address_is_one_line_and_exit_2(node: Anvil) -> None:
+    # A newcomer's typo in --contract, or the address of a devnet since started afresh: one
+    # error line and the usage exit code, not a web3 traceback.
+    cases = (("0x1234", "--contract '0x1234' is not an address"), ("0x" + "22" * 20, "no contract at 0x" + "22" * 20))
+    for contract, said in cases:
+        for command in (["job", "status", "1"], ["account", "balance"]):
+            result = runner.invoke(app, [*command, "--rpc", node.url, "--contract", contract])
+            assert result.exit_code == ExitCode.USAGE, result.output
+            assert said in result.output
+            assert isinstance(result.exception, SystemExit), result.exception  # no traceback
+
+
+def test_both_command_lines_print_their_version() -> None:
+    from compute_node.cli import app as node_app
+
+    version = importlib.metadata.version("chain-scheduler")
+    for cli, name in ((app, "chainsched"), (node_app, "compute-node")):
+        result = runner.invoke(cli, ["--version"])
+        assert (result.exit_code, result.stdout) == (0, f"{name} {version}\n")
 
 
 def test_an_unreachable_node_is_one_line_and_its_exit_code() -> None:
