@@ -1116,6 +1116,43 @@ contract AttacksTest is AttackBase {
         _eq("the lazy verifier lost its collateral", _stake(lazy), 0.5 ether);
     }
 
+    /// @notice Re-rolling a round by forfeiting a seat. The client's sybil holds one of three
+    /// verifier seats; the two honest verifiers commit the right result. The sybil misses its
+    /// commit so that its seat is drawn again, now that the client's heavy account (10 ether,
+    /// joined after the first draw) is in the pool and gets the redrawn vote. A missed commit
+    /// re-rolls only the forfeited seat, never a committed one: the honest majority stands,
+    /// the challenge is rejected, and the attack costs the sybil's and the heavy account's
+    /// collateral.
+    function test_forfeitingASeatRerollsOnlyThatSeat() public {
+        // Three verifiers with the stake for one seat each; the sybil is whichever holds seat 4.
+        (uint256 jobId, IChainSchedulerTypes.JobTerms memory t, address main, address client) =
+            _challengedJob(_accounts("verifier", 3), 1.5 ether);
+        address sybil = _holder(jobId, 4);
+        address heavy = _account("heavy");
+        _register(heavy, WASM | verifier, 10 ether);
+        _commit(jobId, t, 2, HONEST);
+        _commit(jobId, t, 3, HONEST);
+        _warpPast(_job(jobId).deadline);
+        market.timeout(jobId, t);
+        _drawNextBlock(jobId, t, 0);
+        _true("the forfeited seat went to the heavy account", _holder(jobId, 4) == heavy);
+        _eq("the committed seats kept their votes", _votes(jobId, 2) + _votes(jobId, 3), 2);
+        _commit(jobId, t, 4, WRONG);
+        _reveal(jobId, t, 2, HONEST);
+        _reveal(jobId, t, 3, HONEST);
+        _reveal(jobId, t, 4, WRONG);
+        market.finalize(jobId, t);
+        (, bytes32 accepted) = market.getSlot(jobId, _job(jobId).winner);
+        _true("the honest result stands", accepted == _resultKey(HONEST));
+        _eq("the main provider keeps its stake", _stake(main), 10 ether);
+        _eq("the sybil lost its collateral", _stake(sybil), 0.5 ether);
+        _eq("and the heavy account its own", _stake(heavy), 9 ether);
+        // The two slashed collaterals are shared by the three winning votes and the client; the
+        // bond goes to the accused main provider.
+        _eq("the main provider is paid, shares the pool and takes the bond", market.creditOf(main), PAY + 0.5 ether + 1 ether);
+        _eq("the client gets its pool share and unspent escrow, not its bond", market.creditOf(client), 0.5 ether + market.escrowFor(t) - 3 * PAY);
+    }
+
     /// @dev A k = 1 job with 3 verifiers (collateral 1 ether) whose honest result is challenged;
     /// the pool's only eligible member (10 ether) is drawn for all three seats.
     function _soloChallenge() internal returns (uint256 jobId, IChainSchedulerTypes.JobTerms memory t, address solo) {
